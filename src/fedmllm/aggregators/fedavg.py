@@ -1,0 +1,34 @@
+"""FedAvg (FedIT for LoRA): average A and B separately, weighted by n_k or uniformly."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from fedmllm.aggregators.base import Aggregator
+from fedmllm.aggregators.functional import client_weights, weighted_mean
+from fedmllm.types import AdapterState, ClientUpdate
+
+
+class FedAvg(Aggregator):
+    """``x = Σ_k w_k x_k`` over each shared tensor; an empty round keeps the global state."""
+
+    name = "fedavg"
+
+    def aggregate(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        if not updates:
+            return dict(global_state)
+        weights = client_weights([u.num_examples for u in updates], self.weighting)
+        return weighted_mean([u.state for u in updates], weights)
+
+
+class NoAggregation(Aggregator):
+    """Standalone training: the server keeps whatever it had and ignores the clients."""
+
+    name = "none"
+
+    def aggregate(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        return dict(global_state)

@@ -1,0 +1,62 @@
+"""Atomic round checkpoints and the RNG state they carry."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+CHECKPOINT_NAME = "last.ckpt"
+CHECKPOINT_KEYS = frozenset(
+    {"version", "round", "global_state", "client_store", "aggregator", "rng", "comm", "history", "baselines"}
+)
+VERSION = 1
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch CPU generator states."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write ``payload`` to a temp file beside ``path`` and rename it into place.
+
+    A crash mid-write leaves the previous checkpoint intact.
+    """
+    unknown = set(payload) - CHECKPOINT_KEYS
+    if unknown:
+        raise KeyError(f"unknown checkpoint keys {sorted(unknown)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"version": VERSION, **payload}, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint written by :func:`save_checkpoint`; unknown keys raise ``KeyError``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise RuntimeError(f"checkpoint {path} cannot be read ({e}); it may be corrupted") from e
+    unknown = set(payload) - CHECKPOINT_KEYS
+    if unknown:
+        raise KeyError(f"checkpoint {path} has keys this version does not use: {sorted(unknown)}")
+    if payload.get("version") != VERSION:
+        raise ValueError(f"checkpoint {path} has version {payload.get('version')}, expected {VERSION}")
+    return payload

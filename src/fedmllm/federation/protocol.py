@@ -1,0 +1,53 @@
+"""What the round loop needs from a method and an engine, and nothing more.
+
+The simulator is written against these protocols so that it never imports a concrete
+method (MoLE, LoRA, ...) or model builder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol
+
+import torch
+
+from fedmllm.types import AdapterState
+
+
+class Engine(Protocol):
+    """One frozen base model with its collators, shared by all clients."""
+
+    collator: Callable[[Sequence[Any]], dict[str, Any]]
+    gen_collator: Callable[[Sequence[Any]], dict[str, Any]]
+
+
+class FederatedMethod(Protocol):
+    """A LightningModule that trains adapters locally and says which tensors travel."""
+
+    def adapter_state(self) -> AdapterState:
+        """All adapter tensors of the engine now (CPU copies)."""
+
+    def load_adapter_state(self, state: AdapterState) -> None:
+        """Copy ``state`` into the engine's adapter parameters in place."""
+
+    def shared_keys(self, state: AdapterState) -> list[str]:
+        """Keys of ``state`` sent to and averaged by the server."""
+
+    def private_keys(self, state: AdapterState) -> list[str]:
+        """Keys of ``state`` that never leave the client."""
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One optimiser over the trainable adapter parameters (its state is swapped per client)."""
+
+    def local_update(
+        self,
+        fabric: Any,
+        batches: Iterator[dict[str, Any]],
+        num_steps: int,
+        optimizer: torch.optim.Optimizer,
+        lr_at: Callable[[int], float],
+    ) -> dict[str, float]:
+        """Run ``num_steps`` local steps; ``lr_at(i)`` is the learning rate of local step i."""
+
+    def predict(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        """Greedy answers for a generation batch."""

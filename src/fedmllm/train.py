@@ -1,0 +1,113 @@
+"""Composition root of a training run: the only place (with ``evaluate``) that instantiates.
+
+``run(cfg)`` builds benchmark → engine → method → aggregator → simulator, runs the
+federation, and writes ``results.json``; the top-level ``train.py`` wraps it in Hydra.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+
+from fedmllm.federation import FederationConfig, Simulator
+from fedmllm.federation.simulator import Client
+from fedmllm.metrics import MAIN_METRIC
+from fedmllm.report import results_table
+from fedmllm.utils.runs import resolve_resume
+
+log = logging.getLogger(__name__)
+
+
+def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
+    clients = [Client(c.client_id, c.task, c.train, c.test) for c in benchmark.clients]
+    if not pooled:
+        return clients, clients
+    pool = Client("pooled", "mixed", [s for c in clients for s in c.train], [])
+    return [pool], clients
+
+
+def build_results(
+    cfg: DictConfig, method: Any, benchmark: str, out: dict[str, Any], clients: list[Client]
+) -> dict[str, Any]:
+    """The ``results.json`` payload of a finished run."""
+    per_client = {}
+    for c in clients:
+        metric = MAIN_METRIC[c.task]
+        per_client[c.client_id] = {
+            "task": c.task, "main_metric": metric,
+            "scores": out["scores"][c.client_id], "baseline": out["baselines"][c.client_id],
+        }
+    mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
+    bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
+    return {
+        "method": method.name,
+        "benchmark": benchmark,
+        "seed": cfg.seed,
+        "rounds": cfg.federation.rounds,
+        "clients": per_client,
+        "avg": sum(mains) / len(mains),
+        "baseline_avg": sum(bases) / len(bases),
+        "comm": out["comm"],
+        "wall_s": out["wall_s"],
+        "peak_rss_mb": out["peak_rss_mb"],
+        "aggregator": out["aggregator"],
+        "history": out["history"],
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one federation as configured; returns ``(metrics, objects)``."""
+    t0 = time.perf_counter()
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, verbose=False)
+    benchmark = instantiate(cfg.benchmark)
+    engine = instantiate(cfg.model, public=benchmark.public, vocabulary=benchmark.vocabulary)
+    # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
+    L.seed_everything(cfg.seed, verbose=False)
+    method = instantiate(cfg.method, engine=engine)
+    aggregator = instantiate(cfg.aggregator)
+    fed_cfg = FederationConfig(**OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed)
+    train_clients, eval_clients = _clients(benchmark, method.pooled)
+    if method.pooled:  # same total compute as the federation: K clients' steps in one
+        fed_cfg.local_steps *= len(eval_clients)
+
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    fabric = L.Fabric(**cfg.fabric, loggers=logger)
+    fabric.launch()
+    method = fabric.to_device(method)
+
+    def report_round(rnd: int, logs: dict[str, float]) -> None:
+        losses = {k.split("/")[0]: round(v, 4) for k, v in logs.items() if k.endswith("train/loss")}
+        extra = f" avg test {100 * logs['round/avg/test/main']:.2f}" if "round/avg/test/main" in logs else ""
+        log.info("round %d/%d  loss %s  %.1fs%s", rnd, fed_cfg.rounds, losses, logs["round/wall_s"], extra)
+
+    sim = Simulator(fabric, engine, method, aggregator, train_clients, fed_cfg, run_dir, eval_clients, report_round)
+    ckpt = resolve_resume(cfg.get("resume"), run_dir.parent, run_dir)
+    if ckpt is not None:
+        sim.resume_from(ckpt)
+    out = sim.fit()
+    out["wall_s"] = time.perf_counter() - t0
+    results = build_results(cfg, method, benchmark.name, out, eval_clients)
+    if ckpt is not None:
+        results["resumed_from"] = str(ckpt)
+    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    reference = None
+    if cfg.get("compare_to"):
+        reference = json.loads(Path(cfg.compare_to).read_text())
+    Console().print(results_table(results, reference))
+    log.info("results written to %s", run_dir / "results.json")
+    if logger is not None:
+        logger.finalize("success")
+    metrics = {"avg_main": results["avg"]}
+    return metrics, {"simulator": sim, "results": results, "engine": engine, "method": method}
