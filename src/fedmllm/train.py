@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ def build_results(
     for c in clients:
         metric = MAIN_METRIC[c.task]
         per_client[c.client_id] = {
-            "task": c.task, "main_metric": metric,
-            "scores": out["scores"][c.client_id], "baseline": out["baselines"][c.client_id],
+            "task": c.task,
+            "main_metric": metric,
+            "scores": out["scores"][c.client_id],
+            "baseline": out["baselines"][c.client_id],
         }
     mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
     bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
@@ -65,11 +68,22 @@ def build_results(
     }
 
 
-def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Run one federation as configured; returns ``(metrics, objects)``."""
-    t0 = time.perf_counter()
+@dataclass
+class Components:
+    """Everything a run is made of, built from one config."""
+
+    benchmark: Any
+    engine: Any
+    method: Any
+    aggregator: Any
+    federation: FederationConfig
+    train_clients: list[Client]
+    eval_clients: list[Client]
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
     torch.set_num_threads(int(cfg.get("threads", 2)))
-    run_dir = Path(cfg.paths.output_dir)
     L.seed_everything(cfg.seed, verbose=False)
     benchmark = instantiate(cfg.benchmark)
     engine = instantiate(cfg.model, public=benchmark.public, vocabulary=benchmark.vocabulary)
@@ -77,37 +91,64 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     L.seed_everything(cfg.seed, verbose=False)
     method = instantiate(cfg.method, engine=engine)
     aggregator = instantiate(cfg.aggregator)
-    fed_cfg = FederationConfig(**OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed)
+    fed_cfg = FederationConfig(
+        **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed
+    )
     train_clients, eval_clients = _clients(benchmark, method.pooled)
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
+    return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
 
+
+def make_fabric(cfg: DictConfig) -> tuple[L.Fabric, Any]:
+    """A launched Fabric with the configured logger (or none)."""
     logger = instantiate(cfg.logger) if cfg.get("logger") else None
     fabric = L.Fabric(**cfg.fabric, loggers=logger)
     fabric.launch()
-    method = fabric.to_device(method)
+    return fabric, logger
+
+
+def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Run one federation as configured; returns ``(metrics, objects)``."""
+    t0 = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    c = build_components(cfg)
+    fabric, logger = make_fabric(cfg)
+    method = fabric.to_device(c.method)
+    rounds = c.federation.rounds
 
     def report_round(rnd: int, logs: dict[str, float]) -> None:
         losses = {k.split("/")[0]: round(v, 4) for k, v in logs.items() if k.endswith("train/loss")}
-        extra = f" avg test {100 * logs['round/avg/test/main']:.2f}" if "round/avg/test/main" in logs else ""
-        log.info("round %d/%d  loss %s  %.1fs%s", rnd, fed_cfg.rounds, losses, logs["round/wall_s"], extra)
+        extra = (
+            f" avg test {100 * logs['round/avg/test/main']:.2f}"
+            if "round/avg/test/main" in logs
+            else ""
+        )
+        log.info("round %d/%d  loss %s  %.1fs%s", rnd, rounds, losses, logs["round/wall_s"], extra)
 
-    sim = Simulator(fabric, engine, method, aggregator, train_clients, fed_cfg, run_dir, eval_clients, report_round)
+    sim = Simulator(
+        fabric,
+        c.engine,
+        method,
+        c.aggregator,
+        c.train_clients,
+        c.federation,
+        run_dir,
+        c.eval_clients,
+        report_round,
+    )
     ckpt = resolve_resume(cfg.get("resume"), run_dir.parent, run_dir)
     if ckpt is not None:
         sim.resume_from(ckpt)
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
-    results = build_results(cfg, method, benchmark.name, out, eval_clients)
+    results = build_results(cfg, method, c.benchmark.name, out, c.eval_clients)
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))
-    reference = None
-    if cfg.get("compare_to"):
-        reference = json.loads(Path(cfg.compare_to).read_text())
+    reference = json.loads(Path(cfg.compare_to).read_text()) if cfg.get("compare_to") else None
     Console().print(results_table(results, reference))
     log.info("results written to %s", run_dir / "results.json")
     if logger is not None:
         logger.finalize("success")
-    metrics = {"avg_main": results["avg"]}
-    return metrics, {"simulator": sim, "results": results, "engine": engine, "method": method}
+    return {"avg_main": results["avg"]}, {"simulator": sim, "results": results, "components": c}

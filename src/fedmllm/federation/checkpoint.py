@@ -12,14 +12,28 @@ import torch
 
 CHECKPOINT_NAME = "last.ckpt"
 CHECKPOINT_KEYS = frozenset(
-    {"version", "round", "global_state", "client_store", "aggregator", "rng", "comm", "history", "baselines"}
+    {
+        "version",
+        "round",
+        "global_state",
+        "client_store",
+        "aggregator",
+        "rng",
+        "comm",
+        "history",
+        "baselines",
+    }
 )
 VERSION = 1
 
 
 def rng_state() -> dict[str, Any]:
     """Python, NumPy and torch CPU generator states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
@@ -58,5 +72,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if unknown:
         raise KeyError(f"checkpoint {path} has keys this version does not use: {sorted(unknown)}")
     if payload.get("version") != VERSION:
-        raise ValueError(f"checkpoint {path} has version {payload.get('version')}, expected {VERSION}")
+        raise ValueError(
+            f"checkpoint {path} has version {payload.get('version')}, expected {VERSION}"
+        )
     return payload

@@ -28,7 +28,9 @@ class ClientStore:
         assert self.directory is not None
         return self.directory / f"{client_id}.pt"
 
-    def put(self, client_id: str, private: AdapterState, optimizer_state: dict[str, Any] | None) -> None:
+    def put(
+        self, client_id: str, private: AdapterState, optimizer_state: dict[str, Any] | None
+    ) -> None:
         """Keep ``client_id``'s private tensors and optimiser state (copied to CPU)."""
         entry = {
             "private": {k: v.detach().to("cpu", copy=True) for k, v in private.items()},
@@ -49,7 +51,9 @@ class ClientStore:
         """Return ``(private_state, optimizer_state)``; empty state and ``None`` if unseen."""
         if client_id not in self._mem:
             return {}, None
-        entry = self._mem[client_id] if self.directory is None else torch.load(self._path(client_id))
+        entry = (
+            self._mem[client_id] if self.directory is None else torch.load(self._path(client_id))
+        )
         return entry["private"], entry["optimizer"]
 
     def client_ids(self) -> list[str]:
@@ -57,7 +61,10 @@ class ClientStore:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything stored, for a checkpoint."""
-        return {cid: dict(zip(("private", "optimizer"), self.get(cid), strict=True)) for cid in self.client_ids()}
+        return {
+            cid: dict(zip(("private", "optimizer"), self.get(cid), strict=True))
+            for cid in self.client_ids()
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._mem.clear()

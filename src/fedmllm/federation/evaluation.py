@@ -1,4 +1,4 @@
-"""Evaluate one personalised model on one client's test split, and the trivial baselines."""
+"""Evaluate one personalised model on one client's test split."""
 
 from __future__ import annotations
 
@@ -9,20 +9,7 @@ from typing import Any
 
 import torch
 
-from fedmllm.metrics import compute_scalars, format_box, majority_answer, mean_box, most_common_text
-from fedmllm.metrics import task_metrics
-
-
-def trivial_prediction(task: str, train: Sequence[Any]) -> str:
-    """The answer a model that ignores the input would give: majority answer, mean box, or
-    most common report of the client's training split."""
-    if task == "vqa":
-        return majority_answer([s.answer for s in train])
-    if task == "detection":
-        return format_box(mean_box([tuple(s.box) for s in train]))
-    if task == "report":
-        return most_common_text([s.answer for s in train])
-    raise ValueError(f"unknown task {task!r}")
+from fedmllm.metrics import compute_scalars, task_metrics
 
 
 def score_predictions(task: str, preds: Sequence[str], samples: Sequence[Any]) -> dict[str, float]:
@@ -33,7 +20,9 @@ def score_predictions(task: str, preds: Sequence[str], samples: Sequence[Any]) -
 
 
 @torch.no_grad()
-def generate_all(method: Any, gen_collator: Any, samples: Sequence[Any], batch_size: int, max_new_tokens: int) -> list[str]:
+def generate_all(
+    method: Any, gen_collator: Any, samples: Sequence[Any], batch_size: int, max_new_tokens: int
+) -> list[str]:
     """Greedy predictions for ``samples`` in batches (left-padded by the collator)."""
     preds: list[str] = []
     for start in range(0, len(samples), batch_size):
@@ -47,4 +36,6 @@ def write_predictions(path: Path, samples: Sequence[Any], preds: Sequence[str]) 
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as f:
         for s, p in zip(samples, preds, strict=True):
-            f.write(json.dumps({"question": s.question, "answer": s.answer, "prediction": p}) + "\n")
+            f.write(
+                json.dumps({"question": s.question, "answer": s.answer, "prediction": p}) + "\n"
+            )

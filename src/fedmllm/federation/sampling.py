@@ -53,7 +53,9 @@ def sample_clients(
     return [client_ids[i] for i in chosen.tolist()]
 
 
-def batch_indices(num_samples: int, batch_size: int, batch_idx: int, seed: int, client_idx: int) -> list[int]:
+def batch_indices(
+    num_samples: int, batch_size: int, batch_idx: int, seed: int, client_idx: int
+) -> list[int]:
     """Indices of a client's ``batch_idx``-th training batch over an endless shuffled stream.
 
     Position p of the stream is element ``p % n`` of the permutation of epoch ``p // n``;
@@ -67,12 +69,16 @@ def batch_indices(num_samples: int, batch_size: int, batch_idx: int, seed: int, 
     for p in range(batch_idx * batch_size, (batch_idx + 1) * batch_size):
         epoch, offset = divmod(p, num_samples)
         if epoch not in perms:
-            perms[epoch] = torch.randperm(num_samples, generator=_generator(seed, 11, client_idx, epoch)).tolist()
+            perms[epoch] = torch.randperm(
+                num_samples, generator=_generator(seed, 11, client_idx, epoch)
+            ).tolist()
         out.append(perms[epoch][offset])
     return out
 
 
-def cosine_lr(base_lr: float, step: int, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0) -> float:
+def cosine_lr(
+    base_lr: float, step: int, total_steps: int, warmup_steps: int = 0, min_ratio: float = 0.0
+) -> float:
     """Linear warm-up then cosine annealing to ``min_ratio * base_lr`` over ``total_steps``."""
     if warmup_steps > 0 and step < warmup_steps:
         return base_lr * (step + 1) / warmup_steps

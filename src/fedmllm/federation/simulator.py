@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from fedmllm.aggregators.base import Aggregator
@@ -25,12 +24,11 @@ from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.evaluation import (
     generate_all,
     score_predictions,
-    trivial_prediction,
     write_predictions,
 )
 from fedmllm.federation.protocol import Engine, FederatedMethod
 from fedmllm.federation.sampling import batch_indices, cosine_lr, sample_clients
-from fedmllm.metrics import MAIN_METRIC
+from fedmllm.metrics import MAIN_METRIC, trivial_prediction
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
@@ -49,7 +47,9 @@ class FederationConfig:
     min_lr_ratio: float = 0.0
     eval_every: int = 5
     eval_batch_size: int = 50
-    max_new_tokens: dict[str, int] = field(default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24})
+    max_new_tokens: dict[str, int] = field(
+        default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24}
+    )
     persist_optimizer: bool = True
     checkpoint: bool = True
     store_dir: str | None = None
@@ -122,7 +122,9 @@ class Simulator:
     def _batches(self, client: Any, client_idx: int, first_batch: int) -> Iterator[dict[str, Any]]:
         b = first_batch
         while True:
-            idx = batch_indices(len(client.train), self.cfg.batch_size, b, self.cfg.seed, client_idx)
+            idx = batch_indices(
+                len(client.train), self.cfg.batch_size, b, self.cfg.seed, client_idx
+            )
             yield self.engine.collator([client.train[i] for i in idx])
             b += 1
 
@@ -131,17 +133,23 @@ class Simulator:
         client = self.train_clients[client_id]
         opt_state = self._swap_in(client_id)
         self.optimizer.load_state_dict(
-            opt_state if (opt_state is not None and self.cfg.persist_optimizer) else self._fresh_optimizer
+            opt_state
+            if (opt_state is not None and self.cfg.persist_optimizer)
+            else self._fresh_optimizer
         )
         client_idx = list(self.train_clients).index(client_id)
         offset = self.round * self.cfg.local_steps
         total = self.cfg.rounds * self.cfg.local_steps
 
         def lr_at(step: int) -> float:
-            return cosine_lr(self.cfg.lr, offset + step, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio)
+            return cosine_lr(
+                self.cfg.lr, offset + step, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio
+            )
 
         batches = self._batches(client, client_idx, offset)
-        metrics = self.method.local_update(self.fabric, batches, self.cfg.local_steps, self.optimizer, lr_at)
+        metrics = self.method.local_update(
+            self.fabric, batches, self.cfg.local_steps, self.optimizer, lr_at
+        )
         state = self.method.adapter_state()
         shared = {k: state[k] for k in self.method.shared_keys(state)}
         private = {k: state[k] for k in self.method.private_keys(state)}
@@ -150,7 +158,9 @@ class Simulator:
 
     def _run_round(self, progress: Progress, task_id: Any) -> dict[str, Any]:
         t0 = time.perf_counter()
-        chosen = sample_clients(list(self.train_clients), self.round, self.cfg.seed, self.cfg.clients_per_round)
+        chosen = sample_clients(
+            list(self.train_clients), self.round, self.cfg.seed, self.cfg.clients_per_round
+        )
         progress.reset(task_id, total=len(chosen))
         updates = []
         down = state_nbytes(self.global_state)
@@ -162,7 +172,9 @@ class Simulator:
             updates.append(update)
             progress.advance(task_id)
         self.global_state = self.aggregator.aggregate(self.global_state, updates, self.round)
-        logs: dict[str, float] = {f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()}
+        logs: dict[str, float] = {
+            f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
+        }
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
         logs["round/wall_s"] = time.perf_counter() - t0
         return logs
@@ -170,7 +182,7 @@ class Simulator:
     # ----------------------------------------------------------------- evaluation
     def _baseline(self, client: Any) -> dict[str, float]:
         source = self.train_clients.get(client.client_id, client)
-        pred = trivial_prediction(client.task, source.train)
+        pred = trivial_prediction(client.task, [s.answer for s in source.train])
         return score_predictions(client.task, [pred] * len(client.test), client.test)
 
     def evaluate(self, write_dir: Path | None = None) -> dict[str, dict[str, float]]:
@@ -180,7 +192,13 @@ class Simulator:
         for client in self.eval_clients:
             self._swap_in(client.client_id)
             max_new = self.cfg.max_new_tokens.get(client.task, 32)
-            preds = generate_all(self.method, self.engine.gen_collator, client.test, self.cfg.eval_batch_size, max_new)
+            preds = generate_all(
+                self.method,
+                self.engine.gen_collator,
+                client.test,
+                self.cfg.eval_batch_size,
+                max_new,
+            )
             scores[client.client_id] = score_predictions(client.task, preds, client.test)
             if write_dir is not None:
                 write_predictions(write_dir / f"{client.client_id}.jsonl", client.test, preds)
@@ -211,7 +229,9 @@ class Simulator:
         payload = load_checkpoint(path)
         unknown = set(payload["global_state"]) - set(self.global_state)
         if unknown:
-            raise KeyError(f"checkpoint global state has keys this method does not share: {sorted(unknown)[:5]}")
+            raise KeyError(
+                f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}"
+            )
         self.round = payload["round"]
         self.global_state = payload["global_state"]
         self.store.load_state_dict(payload["client_store"])
@@ -230,8 +250,12 @@ class Simulator:
         """
         t_start = time.perf_counter()
         with Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            transient=True, disable=not _interactive(),
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            transient=True,
+            disable=not _interactive(),
         ) as progress:
             rounds_task = progress.add_task("rounds", total=self.cfg.rounds, completed=self.round)
             clients_task = progress.add_task("clients", total=len(self.train_clients))

@@ -1,0 +1,56 @@
+"""Exact-match accuracy for short answers (VQA)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torchmetrics import Metric
+
+from fedmllm.metrics._inputs import check_pairs
+from fedmllm.metrics.normalize import normalize_answer
+
+
+class ExactMatch(Metric):
+    """Fraction of predictions equal to their target answer.
+
+    Args:
+        strict: Compare after ``str.strip()`` only. Otherwise both sides go through
+            :func:`~fedmllm.metrics.normalize.normalize_answer` (lower-case, punctuation,
+            articles, whitespace), as in the VQA evaluation.
+        **kwargs: Passed to :class:`torchmetrics.Metric`.
+
+    ``compute()`` returns a scalar tensor in [0, 1] (0 before any update).
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    correct: torch.Tensor
+    total: torch.Tensor
+
+    def __init__(self, strict: bool = False, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        self.strict = strict
+        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+
+    def _canon(self, text: str) -> str:
+        return text.strip() if self.strict else normalize_answer(text)
+
+    def update(self, preds: Sequence[str], targets: Sequence[str]) -> None:
+        """Count matches in one batch.
+
+        Args:
+            preds: Generated answers.
+            targets: Reference answers, one per prediction.
+        """
+        check_pairs(preds, targets)
+        hits = sum(self._canon(p) == self._canon(t) for p, t in zip(preds, targets, strict=True))
+        self.correct += hits
+        self.total += len(preds)
+
+    def compute(self) -> torch.Tensor:
+        """Accuracy over every sample seen since the last reset."""
+        return self.correct.float() / self.total.clamp_min(1)
