@@ -86,10 +86,13 @@ def build_components(cfg: DictConfig) -> Components:
     torch.set_num_threads(int(cfg.get("threads", 2)))
     L.seed_everything(cfg.seed, verbose=False)
     benchmark = instantiate(cfg.benchmark)
-    engine = instantiate(cfg.model, public=benchmark.public, vocabulary=benchmark.vocabulary)
+    # Live objects go in through partials: Hydra would try to turn them into config nodes.
+    engine = instantiate(cfg.model, _partial_=True)(
+        public=benchmark.public, vocabulary=benchmark.vocabulary()
+    )
     # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
     L.seed_everything(cfg.seed, verbose=False)
-    method = instantiate(cfg.method, engine=engine)
+    method = instantiate(cfg.method, _partial_=True)(engine=engine)
     aggregator = instantiate(cfg.aggregator)
     fed_cfg = FederationConfig(
         **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed

@@ -50,7 +50,9 @@ class ClientData:
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
-            raise ValueError(f"client {self.client_id!r}: unknown task {self.task!r}; use one of {TASKS}")
+            raise ValueError(
+                f"client {self.client_id!r}: unknown task {self.task!r}; use one of {TASKS}"
+            )
 
 
 def validate_sample(sample: Sample, where: str = "sample") -> None:
@@ -62,11 +64,15 @@ def validate_sample(sample: Sample, where: str = "sample") -> None:
     if not isinstance(sample.answer, str) or not sample.answer.strip():
         raise ValueError(f"{where}: empty answer")
     if sample.answer_type is not None and sample.answer_type not in ANSWER_TYPES:
-        raise ValueError(f"{where}: answer_type {sample.answer_type!r} is not one of {ANSWER_TYPES}")
+        raise ValueError(
+            f"{where}: answer_type {sample.answer_type!r} is not one of {ANSWER_TYPES}"
+        )
     if isinstance(sample.image, np.ndarray) and (
         sample.image.ndim != 3 or sample.image.shape[2] != 3 or sample.image.dtype != np.uint8
     ):
-        raise ValueError(f"{where}: image array must be HxWx3 uint8, got {sample.image.shape} {sample.image.dtype}")
+        raise ValueError(
+            f"{where}: image array must be HxWx3 uint8, got {sample.image.shape} {sample.image.dtype}"
+        )
     if sample.task == "detection":
         if sample.box is None:
             raise ValueError(f"{where}: detection sample without box")

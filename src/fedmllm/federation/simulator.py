@@ -156,7 +156,10 @@ class Simulator:
         self.store.put(client_id, private, self.optimizer.state_dict())
         return ClientUpdate(client_id, shared, len(client.train), metrics)
 
-    def _run_round(self, progress: Progress, task_id: Any) -> dict[str, Any]:
+    def run_round(self, progress: Progress | None = None, task_id: Any = None) -> dict[str, Any]:
+        """Train the sampled clients of ``self.round`` and aggregate; returns the round's logs."""
+        progress = progress if progress is not None else Progress(disable=True)
+        task_id = task_id if task_id is not None else progress.add_task("clients")
         t0 = time.perf_counter()
         chosen = sample_clients(
             list(self.train_clients), self.round, self.cfg.seed, self.cfg.clients_per_round
@@ -208,7 +211,8 @@ class Simulator:
     def _eval_logs(self, scores: dict[str, dict[str, float]]) -> dict[str, float]:
         logs = {f"client_{cid}/test/{k}": v for cid, s in scores.items() for k, v in s.items()}
         mains = [scores[c.client_id][MAIN_METRIC[c.task]] for c in self.eval_clients]
-        logs["round/avg/test/main"] = sum(mains) / len(mains)
+        if mains:
+            logs["round/avg/test/main"] = sum(mains) / len(mains)
         return logs
 
     # ----------------------------------------------------------------- checkpoints
@@ -262,7 +266,7 @@ class Simulator:
             while self.round < self.cfg.rounds:
                 if stop_after is not None and self.round >= stop_after:
                     return {"interrupted": True, "round": self.round}
-                logs = self._run_round(progress, clients_task)
+                logs = self.run_round(progress, clients_task)
                 self.round += 1
                 last = self.round == self.cfg.rounds
                 if self.cfg.eval_every > 0 and self.round % self.cfg.eval_every == 0 and not last:

@@ -1,0 +1,258 @@
+"""Assembly of ``fedmed_synth``: the public split and the three Fed-Med-like clients.
+
+Every sample has its own random stream, seeded by ``(seed, stream, index)``: changing one
+split's size never changes another split, and public and client scenes come from disjoint
+streams. Samples are built as plan -> scene -> image -> text, so every answer is read off the
+scene record the image was drawn from.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fedmllm.data.schema import TASKS, ClientData, Sample, validate_sample
+from fedmllm.data.synthmed import cache
+from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
+from fedmllm.data.synthmed.render import render
+from fedmllm.data.synthmed.report import detection_text, report_question, report_text
+from fedmllm.data.synthmed.scene import MODALITIES, Scene, sample_scene
+from fedmllm.data.synthmed.styles import draw_style, draw_style_id
+from fedmllm.data.synthmed.vqa import plan_vqa, vqa_text
+
+log = logging.getLogger(__name__)
+
+NAME = "fedmed_synth"
+# Table 6 of the paper (train 2979 / 6558 / 6000) scaled down about tenfold.
+DEFAULT_TRAIN_SIZES = {"vqa": 300, "report": 650, "detection": 600}
+
+
+@dataclass(frozen=True)
+class SplitSpec:
+    """How one split draws its samples.
+
+    Attributes:
+        name: ``public`` or a client id.
+        tasks: Task -> weight.
+        modalities: Modality -> weight.
+        organs: Modality -> organs shown.
+        styles: Sub-style weights (``None``: uniform over the public sub-styles).
+        lesion_counts: Weights of 0..3 lesions for report scenes (detection drops 0).
+        phrasing: ``public`` or ``client`` wording.
+        modality_tag: ``ClientData.modality``.
+    """
+
+    name: str
+    tasks: dict[str, float]
+    modalities: dict[str, float]
+    organs: dict[str, tuple[str, ...]]
+    styles: tuple[float, ...] | None
+    lesion_counts: tuple[float, float, float, float]
+    phrasing: str
+    modality_tag: str = "mixed"
+
+
+PUBLIC = SplitSpec(
+    "public", {"vqa": 0.5, "report": 0.25, "detection": 0.25}, dict.fromkeys(MODALITIES, 1.0),
+    ORGANS_BY_MODALITY, None, (0.25, 0.35, 0.25, 0.15), "public",
+)
+CLIENTS = (
+    # SLAKE / VQA-RAD: CT and MRI of several organs.
+    SplitSpec("vqa", {"vqa": 1.0}, {"ct": 0.5, "mri": 0.5},
+              {"ct": ORGANS_BY_MODALITY["ct"], "mri": ORGANS_BY_MODALITY["mri"]},
+              (0.15, 0.15, 0.2, 0.5), (0.25, 0.35, 0.25, 0.15), "client", "mixed"),
+    # MIMIC-CXR: chest radiographs.
+    SplitSpec("report", {"report": 1.0}, {"xray": 1.0}, {"xray": ("lung",)},
+              (0.1, 0.2, 0.2, 0.5), (0.25, 0.35, 0.25, 0.15), "client", "xray"),
+    # RadGenome-ChestCT: chest CT with at least one lesion.
+    SplitSpec("detection", {"detection": 1.0}, {"ct": 1.0}, {"ct": ("lung",)},
+              (0.2, 0.1, 0.2, 0.5), (0.0, 0.45, 0.35, 0.2), "client", "ct"),
+)
+
+
+@dataclass
+class SynthBenchmark:
+    """The generated benchmark: a public pretraining split and the federated clients."""
+
+    name: str
+    public: list[Sample]
+    clients: list[ClientData]
+
+    def vocabulary(self) -> list[str]:
+        """Every token the benchmark's texts can contain (the tiny model's word list)."""
+        from fedmllm.data.synthmed.vocab import vocabulary
+
+        return vocabulary()
+
+
+def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
+    names = list(weights)
+    p = np.array([weights[n] for n in names], dtype=float)
+    return names[rng.choice(len(names), p=p / p.sum())]
+
+
+def make_sample(
+    spec: SplitSpec, seed: int, stream: int, index: int, image_size: int, split: str
+) -> Sample:
+    """Generate sample ``index`` of a split from its own random stream."""
+    rng = np.random.default_rng([seed, stream, index])
+    task, modality = _pick(rng, spec.tasks), _pick(rng, spec.modalities)
+    organs = spec.organs[modality]
+    style = draw_style_id(rng, spec.styles)
+    scene_id = f"public/{index:06d}" if split == "public" else f"{spec.name}/{split}/{index:06d}"
+    kwargs: dict[str, Any] = {}
+    plan = None
+    if task == "vqa":
+        plan = plan_vqa(rng, spec.phrasing, modality, organs)
+        organ, n = plan.organ, plan.n_lesions
+        kwargs = {"required_kinds": plan.required_kinds, "forbidden_kinds": plan.forbidden_kinds}
+    else:
+        organ = str(organs[rng.integers(len(organs))])
+        counts = np.array(spec.lesion_counts, dtype=float)
+        if task == "detection":
+            counts[0] = 0.0
+        n = int(rng.choice(4, p=counts / counts.sum()))
+    scene = sample_scene(
+        rng, scene_id=scene_id, modality=modality, organ=organ, n_lesions=n,
+        image_size=image_size, style=style, style_params=draw_style(rng, modality, style), **kwargs,
+    )
+    image = render(scene, rng)
+    meta: dict[str, Any] = {
+        "source": NAME, "scene": scene, "split": split, "phrasing": spec.phrasing
+    }
+    if plan is not None:
+        question, answer, answer_type = vqa_text(plan, scene, rng, spec.phrasing)
+        meta["qtype"] = plan.qtype
+        sample = Sample(image, modality, question, answer, "vqa", answer_type, meta=meta)
+    elif task == "report":
+        meta["qtype"] = "report"
+        question = report_question(rng, spec.phrasing)
+        text = report_text(scene, spec.phrasing)
+        sample = Sample(image, modality, question, text, "report", meta=meta)
+    else:
+        meta["qtype"] = "box"
+        question, answer, box = detection_text(scene, rng, spec.phrasing)
+        sample = Sample(image, modality, question, answer, "detection", box=box, meta=meta)
+    validate_sample(sample, where=scene_id)
+    return sample
+
+
+def build(
+    seed: int, image_size: int, public_size: int, train_sizes: dict[str, int], test_size: int
+) -> tuple[SynthBenchmark, np.ndarray]:
+    """Generate everything in memory; images end up as views of one stacked array."""
+    public = [make_sample(PUBLIC, seed, 0, i, image_size, "public") for i in range(public_size)]
+    clients = []
+    for k, spec in enumerate(CLIENTS):
+        train = [
+            make_sample(spec, seed, 1 + 2 * k, i, image_size, "train")
+            for i in range(train_sizes[spec.name])
+        ]
+        test = [make_sample(spec, seed, 2 + 2 * k, i, image_size, "test") for i in range(test_size)]
+        clients.append(ClientData(spec.name, spec.name, spec.modality_tag, train, test))
+    samples = public + [s for c in clients for s in (*c.train, *c.test)]
+    images = np.stack([s.image for s in samples]) if samples else np.zeros(
+        (0, image_size, image_size, 3), dtype=np.uint8
+    )
+    for row, sample in enumerate(samples):
+        sample.image = images[row]
+    return SynthBenchmark(NAME, public, clients), images
+
+
+def to_payload(bench: SynthBenchmark) -> dict[str, Any]:
+    """The JSON side of the cache: samples with their row in the image array."""
+    row = 0
+
+    def encode(sample: Sample) -> dict[str, Any]:
+        nonlocal row
+        meta = {k: v for k, v in sample.meta.items() if k != "scene"}
+        meta["scene"] = sample.meta["scene"].to_dict()
+        out = {"image": row, "modality": sample.modality, "question": sample.question,
+               "answer": sample.answer, "task": sample.task, "answer_type": sample.answer_type,
+               "box": list(sample.box) if sample.box is not None else None, "meta": meta}
+        row += 1
+        return out
+
+    public = [encode(s) for s in bench.public]
+    clients = []
+    for c in bench.clients:
+        train, test = [encode(s) for s in c.train], [encode(s) for s in c.test]
+        clients.append({"client_id": c.client_id, "task": c.task, "modality": c.modality,
+                        "train": train, "test": test})
+    return {"name": bench.name, "public": public, "clients": clients}
+
+
+def from_payload(payload: dict[str, Any], images: np.ndarray) -> SynthBenchmark:
+    """Invert :func:`to_payload`; raises ``KeyError``/``IndexError``/``TypeError`` on damage."""
+
+    def decode(d: dict[str, Any]) -> Sample:
+        meta = dict(d["meta"])
+        meta["scene"] = Scene.from_dict(meta["scene"])
+        box = tuple(d["box"]) if d["box"] is not None else None
+        return Sample(images[d["image"]], d["modality"], d["question"], d["answer"], d["task"],
+                      d["answer_type"], box, meta)
+
+    clients = [
+        ClientData(c["client_id"], c["task"], c["modality"],
+                   [decode(s) for s in c["train"]], [decode(s) for s in c["test"]])
+        for c in payload["clients"]
+    ]
+    return SynthBenchmark(payload["name"], [decode(s) for s in payload["public"]], clients)
+
+
+def _resolve_sizes(train_sizes: Any) -> dict[str, int]:
+    """Defaults overridden by ``train_sizes`` (a dict or Hydra DictConfig keyed by task)."""
+    sizes = dict(DEFAULT_TRAIN_SIZES)
+    for key, value in (train_sizes or {}).items():
+        if key not in TASKS:
+            raise ValueError(f"train_sizes: unknown task {key!r}; use {TASKS}")
+        sizes[str(key)] = int(value)
+    return sizes
+
+
+def load_fedmed_synth(
+    cache_dir: str | Path | None = "data",
+    seed: int = 0,
+    image_size: int = 32,
+    public_size: int = 4000,
+    train_sizes: dict[str, int] | None = None,
+    test_size: int = 100,
+) -> SynthBenchmark:
+    """Load ``fedmed_synth`` from its cache, generating (and caching) it when needed.
+
+    Args:
+        cache_dir: Root of the cache (``<cache_dir>/fedmed_synth/<hash>/``); ``None`` builds
+            in memory without caching.
+        seed: Non-negative seed; the same arguments always give the same samples.
+        image_size: Side of the square images in pixels (at least 16).
+        public_size: Samples in the public pretraining split.
+        train_sizes: Train samples per client, keyed by task (missing keys use the defaults
+            ``vqa: 300, report: 650, detection: 600``).
+        test_size: Test samples per client.
+
+    Returns:
+        The benchmark; images are ``HxWx3`` uint8 views of one array.
+    """
+    sizes = _resolve_sizes(train_sizes)
+    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
+        raise ValueError("seed and sizes must be non-negative and image_size at least 16")
+    args = {"seed": int(seed), "image_size": int(image_size), "public_size": int(public_size),
+            "train_sizes": sizes, "test_size": int(test_size)}
+    if cache_dir is None:
+        return build(int(seed), int(image_size), int(public_size), sizes, int(test_size))[0]
+    directory = Path(cache_dir) / NAME / cache.cache_key(args)
+    cached = cache.load(directory)
+    if cached is not None:
+        try:
+            return from_payload(cached[1], cached[0])
+        except (KeyError, IndexError, TypeError, ValueError) as err:
+            log.warning("fedmed_synth cache: %s does not decode (%s); rebuilding",
+                        directory / cache.SAMPLES, err)
+    bench, images = build(int(seed), int(image_size), int(public_size), sizes, int(test_size))
+    cache.save(directory, images, to_payload(bench), args)
+    log.info("fedmed_synth: generated %d images into %s", len(images), directory)
+    return bench
