@@ -13,7 +13,7 @@ log = logging.getLogger("fedmllm")
 
 
 def main(argv: list[str]) -> int:
-    """Parse ``key=value`` arguments; ``ckpt_path`` is required, the rest override the run's config."""
+    """Parse ``key=value`` arguments: ``ckpt_path`` (required) and overrides of the run's config."""
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
     )

@@ -42,17 +42,31 @@ def _setup(model: str, num_clients: int, steps: int, batch_size: int, cache: Pat
     torch.set_num_threads(2)
     L.seed_everything(0, verbose=False)
     per_client = batch_size * steps
-    bench = load_fedmed_synth(cache, seed=0, public_size=num_clients * per_client,
-                              train_sizes={"vqa": 8, "report": 8, "detection": 8}, test_size=4)
+    bench = load_fedmed_synth(
+        cache,
+        seed=0,
+        public_size=num_clients * per_client,
+        train_sizes={"vqa": 8, "report": 8, "detection": 8},
+        test_size=4,
+    )
     model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml"))
-    engine = build_tiny_vlm(cache, bench.public, vocabulary(), config=model_cfg["config"],
-                            pretrain={"steps": 0}, progress=False)
+    engine = build_tiny_vlm(
+        cache,
+        bench.public,
+        vocabulary(),
+        config=model_cfg["config"],
+        pretrain={"steps": 0},
+        progress=False,
+    )
     method = LoRAMethod(engine, TARGETS, r=8, alpha=16, dropout=0.05)
-    clients = [Client(f"c{k}", s.task, bench.public[k * per_client:(k + 1) * per_client], [])
-               for k, s in enumerate(bench.public[:num_clients])]
+    clients = [
+        Client(f"c{k}", s.task, bench.public[k * per_client : (k + 1) * per_client], [])
+        for k, s in enumerate(bench.public[:num_clients])
+    ]
     fabric = L.Fabric(accelerator="cpu", devices=1, precision="32-true")
-    cfg = FederationConfig(rounds=1, local_steps=steps, batch_size=batch_size, eval_every=0,
-                           checkpoint=False, lr=1e-4)
+    cfg = FederationConfig(
+        rounds=1, local_steps=steps, batch_size=batch_size, eval_every=0, checkpoint=False, lr=1e-4
+    )
     sim = Simulator(fabric, engine, method, FedAvg(), clients, cfg, cache / "run", eval_clients=[])
     return sim, fabric, method, engine, clients
 
@@ -67,14 +81,16 @@ def child_rss(model: str, num_clients: int, steps: int, batch_size: int) -> floa
 
 def overhead(model: str, num_clients: int, steps: int, batch_size: int, repeats: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        sim, fabric, method, engine, clients = _setup(model, num_clients, steps, batch_size, Path(tmp))
+        sim, fabric, method, engine, clients = _setup(
+            model, num_clients, steps, batch_size, Path(tmp)
+        )
         optimizer = method.configure_optimizers()
         pooled = [s for c in clients for s in c.train]
 
         def plain() -> None:
             def batches():
                 for b in range(num_clients * steps):
-                    yield engine.collator(pooled[b * batch_size:(b + 1) * batch_size])
+                    yield engine.collator(pooled[b * batch_size : (b + 1) * batch_size])
 
             method.local_update(fabric, batches(), num_clients * steps, optimizer, lambda i: 1e-4)
 
@@ -88,12 +104,17 @@ def overhead(model: str, num_clients: int, steps: int, batch_size: int, repeats:
             t = time.perf_counter()
             plain()
             plain_t.append(time.perf_counter() - t)
-    return {"fed_round_s": statistics.median(fed_t), "plain_steps_s": statistics.median(plain_t),
-            "overhead_ratio": statistics.median(fed_t) / statistics.median(plain_t)}
+    return {
+        "fed_round_s": statistics.median(fed_t),
+        "plain_steps_s": statistics.median(plain_t),
+        "overhead_ratio": statistics.median(fed_t) / statistics.median(plain_t),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--model", default="tiny_vlm_base")
     ap.add_argument("--steps", type=int, default=3, help="local steps per client")
     ap.add_argument("--batch-size", type=int, default=4)
@@ -106,18 +127,39 @@ def main() -> None:
         return
     rss = {}
     for k in (2, 32):
-        cmd = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps),
-               "--batch-size", str(args.batch_size), "--child-rss", str(k)]
-        rss[k] = float(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1])
+        cmd = [
+            sys.executable,
+            __file__,
+            "--model",
+            args.model,
+            "--steps",
+            str(args.steps),
+            "--batch-size",
+            str(args.batch_size),
+            "--child-rss",
+            str(k),
+        ]
+        rss[k] = float(
+            subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.split()[-1]
+        )
     out = overhead(args.model, args.clients, args.steps, args.batch_size, args.repeats)
-    print(json.dumps({
-        "model": args.model, "steps_per_client": args.steps, "batch_size": args.batch_size,
-        "rss_mb_2": round(rss[2], 1), "rss_mb_32": round(rss[32], 1),
-        "rss_ratio_32_vs_2": round(rss[32] / rss[2], 4),
-        "overhead_clients": args.clients, "fed_round_s": round(out["fed_round_s"], 3),
-        "plain_steps_s": round(out["plain_steps_s"], 3), "overhead_ratio": round(out["overhead_ratio"], 4),
-        "repeats": args.repeats,
-    }))
+    print(
+        json.dumps(
+            {
+                "model": args.model,
+                "steps_per_client": args.steps,
+                "batch_size": args.batch_size,
+                "rss_mb_2": round(rss[2], 1),
+                "rss_mb_32": round(rss[32], 1),
+                "rss_ratio_32_vs_2": round(rss[32] / rss[2], 4),
+                "overhead_clients": args.clients,
+                "fed_round_s": round(out["fed_round_s"], 3),
+                "plain_steps_s": round(out["plain_steps_s"], 3),
+                "overhead_ratio": round(out["overhead_ratio"], 4),
+                "repeats": args.repeats,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,16 @@ from fedmllm.train import build_components, make_fabric
 def _simulator(cfg, run_dir):
     c = build_components(cfg)
     fabric, _ = make_fabric(cfg)
-    sim = Simulator(fabric, c.engine, c.method, c.aggregator, c.train_clients, c.federation, run_dir, c.eval_clients)
+    sim = Simulator(
+        fabric,
+        c.engine,
+        c.method,
+        c.aggregator,
+        c.train_clients,
+        c.federation,
+        run_dir,
+        c.eval_clients,
+    )
     return sim, c
 
 
@@ -62,4 +71,6 @@ def test_resumed_run_equals_uninterrupted_run(make_cfg, tmp_path):
     assert full_out["scores"] == resumed_out["scores"]
     assert full_out["comm"] == resumed_out["comm"]
     # the federation really moved away from its initial adapter
-    assert any(not torch.equal(full.global_state[k], full.initial_state[k]) for k in full.global_state)
+    assert any(
+        not torch.equal(full.global_state[k], full.initial_state[k]) for k in full.global_state
+    )

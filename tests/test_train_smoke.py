@@ -11,6 +11,7 @@ import pytest
 
 from fedmllm.lora.layers import LoRALinear
 from fedmllm.train import run
+
 ROOT = Path(__file__).resolve().parents[1]
 EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
 
@@ -44,13 +45,21 @@ def test_every_experiment_runs_in_smoke_mode(experiment, make_cfg):
         assert results["comm"]["up_bytes"] == rounds * 3 * n_bytes
         assert results["comm"]["down_bytes"] == rounds * 3 * n_bytes
     for cid in results["clients"]:
-        lines = (Path(cfg.paths.output_dir) / "predictions" / f"{cid}.jsonl").read_text().splitlines()
+        lines = (
+            (Path(cfg.paths.output_dir) / "predictions" / f"{cid}.jsonl").read_text().splitlines()
+        )
         assert len(lines) == cfg.benchmark.test_size
 
 
 def _train(*args: str, tmp_path: Path, cache_dir: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(ROOT / "train.py"), *args, f"paths.data_dir={cache_dir}",
-           f"paths.log_dir={tmp_path}", "logger=none"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        *args,
+        f"paths.data_dir={cache_dir}",
+        f"paths.log_dir={tmp_path}",
+        "logger=none",
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
 
 
@@ -63,9 +72,31 @@ def test_unknown_experiment_is_a_clear_error(tmp_path, cache_dir):
 
 
 def test_unknown_target_module_is_a_clear_error(tmp_path, cache_dir):
-    proc = _train("experiment=fedmed_fedavg", "debug=smoke", "method.target_modules=[qq_proj]",
-                  tmp_path=tmp_path, cache_dir=cache_dir)
+    proc = _train(
+        "experiment=fedmed_fedavg",
+        "debug=smoke",
+        "method.target_modules=[qq_proj]",
+        tmp_path=tmp_path,
+        cache_dir=cache_dir,
+    )
     assert proc.returncode == 2
     out = proc.stdout + proc.stderr
     assert "qq_proj" in out and "up_proj" in out  # names the bad target and what exists
     assert "Traceback" not in out
+
+
+def test_eval_of_a_finished_run_reproduces_its_final_scores(make_cfg):
+    from fedmllm.evaluate import evaluate_run
+
+    cfg = make_cfg("fedmed_standalone", "federation.local_steps=3", "federation.lr=0.01")
+    _, objects = run(cfg)
+    trained = objects["results"]["clients"]
+    evaluated = evaluate_run(cfg.paths.output_dir)["clients"]
+    assert {c: v["scores"] for c, v in evaluated.items()} == {c: v["scores"] for c, v in trained.items()}
+    assert (Path(cfg.paths.output_dir) / "eval_results.json").is_file()
+
+
+def test_eval_names_a_missing_run(tmp_path):
+    proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path}"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "config.yaml" in proc.stderr and "Traceback" not in proc.stderr

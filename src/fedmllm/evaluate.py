@@ -1,6 +1,6 @@
 """Composition root of ``eval.py``: score a finished or interrupted run without training.
 
-The run's own resolved config (``.hydra/config.yaml``) rebuilds the same benchmark, engine and
+The run's own resolved config (``config.yaml`` in the run directory) rebuilds the same benchmark, engine and
 method; the checkpoint supplies the global and private adapter tensors.
 """
 
@@ -18,16 +18,16 @@ from rich.console import Console
 from fedmllm.federation import Simulator
 from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.report import results_table
-from fedmllm.train import build_components, build_results, make_fabric
+from fedmllm.train import RUN_CONFIG, build_components, build_results, make_fabric
 
 log = logging.getLogger(__name__)
 
 
 def load_run_config(run_dir: Path) -> DictConfig:
     """The resolved config a run was started with."""
-    path = run_dir / ".hydra" / "config.yaml"
+    path = run_dir / RUN_CONFIG
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no .hydra/config.yaml)")
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RUN_CONFIG})")
     return OmegaConf.load(path)
 
 

@@ -26,6 +26,7 @@ from fedmllm.report import results_table
 from fedmllm.utils.runs import resolve_resume
 
 log = logging.getLogger(__name__)
+RUN_CONFIG = "config.yaml"
 
 
 def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
@@ -115,6 +116,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one federation as configured; returns ``(metrics, objects)``."""
     t0 = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # The resolved config beside the checkpoint lets eval.py rebuild this run outside Hydra.
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     c = build_components(cfg)
     fabric, logger = make_fabric(cfg)
     method = fabric.to_device(c.method)

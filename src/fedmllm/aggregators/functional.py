@@ -31,7 +31,9 @@ def client_weights(num_examples: Sequence[int], weighting: str = "samples") -> t
         raise ValueError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
     n = torch.tensor([float(x) for x in num_examples], dtype=torch.float64)
     if (n < 0).any() or n.sum() <= 0:
-        raise ValueError(f"sample counts must be non-negative with a positive sum, got {list(num_examples)}")
+        raise ValueError(
+            f"sample counts must be non-negative with a positive sum, got {list(num_examples)}"
+        )
     return n / n.sum()
 
 
@@ -54,7 +56,9 @@ def weighted_mean(states: Sequence[AdapterState], weights: torch.Tensor) -> Adap
         acc = torch.zeros(ref.shape, dtype=torch.float64)
         for s, w in zip(states, weights, strict=True):
             if s[key].shape != ref.shape:
-                raise ValueError(f"shape mismatch for {key}: {tuple(s[key].shape)} vs {tuple(ref.shape)}")
+                raise ValueError(
+                    f"shape mismatch for {key}: {tuple(s[key].shape)} vs {tuple(ref.shape)}"
+                )
             acc += w.item() * s[key].to(torch.float64)
         out[key] = acc.to(ref.dtype)
     return out

@@ -71,7 +71,8 @@ def validate_sample(sample: Sample, where: str = "sample") -> None:
         sample.image.ndim != 3 or sample.image.shape[2] != 3 or sample.image.dtype != np.uint8
     ):
         raise ValueError(
-            f"{where}: image array must be HxWx3 uint8, got {sample.image.shape} {sample.image.dtype}"
+            f"{where}: image array must be HxWx3 uint8, "
+            f"got {sample.image.shape} {sample.image.dtype}"
         )
     if sample.task == "detection":
         if sample.box is None:

@@ -64,8 +64,13 @@ class LoRAMethod(L.LightningModule):
         self.weight_decay = weight_decay
         self.grad_clip = grad_clip
         self.adapted_modules = inject_lora(
-            self.model, list(target_modules), r=r, alpha=alpha, dropout=dropout,
-            use_rslora=use_rslora, module_filter=module_filter,
+            self.model,
+            list(target_modules),
+            r=r,
+            alpha=alpha,
+            dropout=dropout,
+            use_rslora=use_rslora,
+            module_filter=module_filter,
         )
 
     # ------------------------------------------------------------------ adapter state
@@ -115,7 +120,10 @@ class LoRAMethod(L.LightningModule):
                 torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
             optimizer.step()
             losses.append(loss.item())
-        return {"loss": sum(losses) / max(1, len(losses)), "loss_last": losses[-1] if losses else float("nan")}
+        return {
+            "loss": sum(losses) / max(1, len(losses)),
+            "loss_last": losses[-1] if losses else float("nan"),
+        }
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -29,7 +29,10 @@ def results_table(results: dict[str, Any], reference: dict[str, Any] | None = No
         results: A ``results.json`` dict (``clients`` → ``{task, main_metric, scores, baseline}``).
         reference: Another run's results (normally Standalone) for the Δ column.
     """
-    title = f"{results['method']} on {results['benchmark']} — seed {results['seed']}, {results['rounds']} rounds"
+    title = (
+        f"{results['method']} on {results['benchmark']} — "
+        f"seed {results['seed']}, {results['rounds']} rounds"
+    )
     table = Table(title=title)
     for col in ("client", "task", "metric", "score %", "trivial %"):
         table.add_column(col, justify="right" if "%" in col else "left")
@@ -49,7 +52,8 @@ def results_table(results: dict[str, Any], reference: dict[str, Any] | None = No
         row.append(_delta(results["avg"], reference["avg"]))
     table.add_row(*row, style="bold")
     table.caption = (
-        f"comm ↑ {results['comm']['up_bytes'] / 2**20:.2f} MiB, ↓ {results['comm']['down_bytes'] / 2**20:.2f} MiB · "
+        f"comm ↑ {results['comm']['up_bytes'] / 2**20:.2f} MiB, "
+        f"↓ {results['comm']['down_bytes'] / 2**20:.2f} MiB · "
         f"wall {results['wall_s']:.0f} s · peak RSS {results['peak_rss_mb']:.0f} MB"
     )
     return table

@@ -23,12 +23,18 @@ def resolve_resume(resume: str | bool | None, runs_dir: Path, current_dir: Path)
         return None
     if resume is True or resume == "true":
         candidates = sorted(
-            (p for p in runs_dir.glob(f"*/{CHECKPOINT_NAME}")
-             if p.parent.resolve() != current_dir.resolve() and not (p.parent / "results.json").exists()),
+            (
+                p
+                for p in runs_dir.glob(f"*/{CHECKPOINT_NAME}")
+                if p.parent.resolve() != current_dir.resolve()
+                and not (p.parent / "results.json").exists()
+            ),
             key=lambda p: p.stat().st_mtime,
         )
         if not candidates:
-            raise FileNotFoundError(f"resume=true but no unfinished run with a checkpoint under {runs_dir}")
+            raise FileNotFoundError(
+                f"resume=true but no unfinished run with a checkpoint under {runs_dir}"
+            )
         return candidates[-1]
     path = Path(str(resume)).expanduser()
     if path.is_dir():
