@@ -92,7 +92,8 @@ def test_eval_of_a_finished_run_reproduces_its_final_scores(make_cfg):
     _, objects = run(cfg)
     trained = objects["results"]["clients"]
     evaluated = evaluate_run(cfg.paths.output_dir)["clients"]
-    assert {c: v["scores"] for c, v in evaluated.items()} == {c: v["scores"] for c, v in trained.items()}
+    scores = {c: v["scores"] for c, v in trained.items()}
+    assert {c: v["scores"] for c, v in evaluated.items()} == scores
     assert (Path(cfg.paths.output_dir) / "eval_results.json").is_file()
 
 

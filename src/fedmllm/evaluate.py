@@ -1,7 +1,7 @@
 """Composition root of ``eval.py``: score a finished or interrupted run without training.
 
-The run's own resolved config (``config.yaml`` in the run directory) rebuilds the same benchmark, engine and
-method; the checkpoint supplies the global and private adapter tensors.
+The run's own resolved config (``config.yaml`` in the run directory) rebuilds the same
+benchmark, engine and method; the checkpoint supplies the global and private adapter tensors.
 """
 
 from __future__ import annotations
