@@ -4,23 +4,12 @@ from __future__ import annotations
 
 import torch
 
-from fedmllm.federation import Simulator
-from fedmllm.train import build_components, make_fabric
+from fedmllm.train import build_components, make_simulator
 
 
 def _simulator(cfg, run_dir):
     c = build_components(cfg)
-    fabric, _ = make_fabric(cfg)
-    sim = Simulator(
-        fabric,
-        c.engine,
-        c.method,
-        c.aggregator,
-        c.train_clients,
-        c.federation,
-        run_dir,
-        c.eval_clients,
-    )
+    sim, _ = make_simulator(cfg, c, run_dir)
     return sim, c
 
 

@@ -24,8 +24,11 @@ from fedmllm.data.synthmed import (
 from fedmllm.data.synthmed import benchmark as bench_module
 from fedmllm.data.synthmed.report import report_text
 
-SMALL = {"public_size": 120, "train_sizes": {"vqa": 30, "report": 30, "detection": 30},
-         "test_size": 10}
+SMALL = {
+    "public_size": 120,
+    "train_sizes": {"vqa": 30, "report": 30, "detection": 30},
+    "test_size": 10,
+}
 CONFIG = Path(__file__).resolve().parents[1] / "configs" / "benchmark" / "fedmed_synth.yaml"
 
 
@@ -49,7 +52,10 @@ def _assert_same(a: SynthBenchmark, b: SynthBenchmark) -> None:
 def bench() -> SynthBenchmark:
     """A mid-sized benchmark for the statistical tests (about a second to build)."""
     return load_fedmed_synth(
-        None, seed=3, public_size=600, train_sizes={"vqa": 120, "report": 60, "detection": 60},
+        None,
+        seed=3,
+        public_size=600,
+        train_sizes={"vqa": 120, "report": 60, "detection": 60},
         test_size=20,
     )
 
@@ -85,13 +91,17 @@ def test_clients_follow_fed_med_layout(bench: SynthBenchmark) -> None:
     assert list(by_id) == ["vqa", "report", "detection"]
     assert all(c.task == c.client_id for c in bench.clients)
     assert (len(by_id["vqa"].train), len(by_id["report"].train), len(by_id["vqa"].test)) == (
-        120, 60, 20)
+        120,
+        60,
+        20,
+    )
     assert {s.modality for s in by_id["vqa"].train} == {"ct", "mri"}
     assert {s.modality for s in by_id["report"].train} == {"xray"}
     assert {s.modality for s in by_id["detection"].train} == {"ct"}
     assert all(s.meta["scene"].lesions for s in by_id["detection"].train)
     assert {(s.task, s.modality) for s in bench.public} >= {
-        (t, m) for t in ("vqa", "report", "detection") for m in ("ct", "mri", "xray", "us")}
+        (t, m) for t in ("vqa", "report", "detection") for m in ("ct", "mri", "xray", "us")
+    }
 
 
 def test_cache_round_trip_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -186,10 +196,19 @@ def test_lesions_stand_out_from_surrounding_tissue(bench: SynthBenchmark) -> Non
 
 def _features(image: np.ndarray) -> np.ndarray:
     g = image[..., 0].astype(float) / 255.0
-    return np.array([
-        g.mean(), g.std(), (g < 0.03).mean(), (g == 0).mean(), g[:4].mean(), g[-4:].mean(),
-        g[:, :4].mean(), np.abs(np.diff(g, axis=1)).mean(), np.abs(np.diff(g, axis=0)).mean(),
-    ])
+    return np.array(
+        [
+            g.mean(),
+            g.std(),
+            (g < 0.03).mean(),
+            (g == 0).mean(),
+            g[:4].mean(),
+            g[-4:].mean(),
+            g[:, :4].mean(),
+            np.abs(np.diff(g, axis=1)).mean(),
+            np.abs(np.diff(g, axis=0)).mean(),
+        ]
+    )
 
 
 def test_modalities_are_distinguishable(bench: SynthBenchmark) -> None:
@@ -267,8 +286,11 @@ def test_vqa_answers_are_balanced_and_follow_each_phrasing(bench: SynthBenchmark
     assert all(len(a.split()) == 1 and a not in ("yes", "no") for a in open_answers)
     for s in side:  # public: side on the image; client: the patient's side (mirrored)
         on_left = s.meta["scene"].lesions[0].center[0] < s.meta["scene"].image_size / 2
-        expected = ("right" if on_left else "left") if s.meta["phrasing"] == "client" else (
-            "left" if on_left else "right")
+        expected = (
+            ("right" if on_left else "left")
+            if s.meta["phrasing"] == "client"
+            else ("left" if on_left else "right")
+        )
         assert s.answer == expected
     public_q = {s.question for s in vqa if s.meta["phrasing"] == "public"}
     client_q = {s.question for s in vqa if s.meta["phrasing"] == "client"}
@@ -289,8 +311,14 @@ def test_reports_are_deterministic_and_sized(bench: SynthBenchmark) -> None:
 
 def test_geometry_scales_with_image_size() -> None:
     # Prepare / Execute
-    big = load_fedmed_synth(None, seed=0, image_size=64, public_size=60,
-                            train_sizes={"vqa": 0, "report": 0, "detection": 0}, test_size=0)
+    big = load_fedmed_synth(
+        None,
+        seed=0,
+        image_size=64,
+        public_size=60,
+        train_sizes={"vqa": 0, "report": 0, "detection": 0},
+        test_size=0,
+    )
     # Assert
     assert all(s.image.shape == (64, 64, 3) and s.image.dtype == np.uint8 for s in big.public)
     for s in big.public:
@@ -308,8 +336,9 @@ def test_hydra_config_instantiates(tmp_path: Path) -> None:
     # Prepare
     from hydra.utils import instantiate
 
-    cfg = OmegaConf.create({"paths": {"data_dir": str(tmp_path)}, "seed": 0,
-                            "benchmark": OmegaConf.load(CONFIG)})
+    cfg = OmegaConf.create(
+        {"paths": {"data_dir": str(tmp_path)}, "seed": 0, "benchmark": OmegaConf.load(CONFIG)}
+    )
     cfg.benchmark.public_size = 8
     cfg.benchmark.train_sizes = {"vqa": 3, "report": 2, "detection": 2}
     cfg.benchmark.test_size = 2

@@ -98,6 +98,10 @@ def test_eval_of_a_finished_run_reproduces_its_final_scores(make_cfg):
 
 
 def test_eval_names_a_missing_run(tmp_path):
-    proc = subprocess.run([sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path}"],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "eval.py"), f"ckpt_path={tmp_path}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2 and "config.yaml" in proc.stderr and "Traceback" not in proc.stderr

@@ -15,10 +15,9 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
-from fedmllm.federation import Simulator
 from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.report import results_table
-from fedmllm.train import RUN_CONFIG, build_components, build_results, make_fabric
+from fedmllm.train import RUN_CONFIG, build_components, build_results, make_simulator
 
 log = logging.getLogger(__name__)
 
@@ -50,18 +49,7 @@ def evaluate_run(ckpt_path: str | Path, overrides: DictConfig | None = None) -> 
         cfg = OmegaConf.merge(cfg, overrides)
     cfg.logger = None
     c = build_components(cfg)
-    fabric, _ = make_fabric(cfg)
-    method = fabric.to_device(c.method)
-    sim = Simulator(
-        fabric,
-        c.engine,
-        method,
-        c.aggregator,
-        c.train_clients,
-        c.federation,
-        run_dir,
-        c.eval_clients,
-    )
+    sim, _ = make_simulator(cfg, c, run_dir)
     sim.resume_from(ckpt)
     scores = sim.evaluate(write_dir=run_dir / "eval_predictions")
     out = {
@@ -73,7 +61,7 @@ def evaluate_run(ckpt_path: str | Path, overrides: DictConfig | None = None) -> 
         "history": sim.history,
         "aggregator": c.aggregator.describe(),
     }
-    results = build_results(cfg, method, c.benchmark.name, out, c.eval_clients)
+    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients)
     results["evaluated_round"] = sim.round
     (run_dir / "eval_results.json").write_text(json.dumps(results, indent=2))
     Console().print(results_table(results))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,29 @@ def make_fabric(cfg: DictConfig) -> tuple[L.Fabric, Any]:
     return fabric, logger
 
 
+def make_simulator(
+    cfg: DictConfig,
+    c: Components,
+    run_dir: Path,
+    on_round_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Simulator, Any]:
+    """A launched Fabric (with the configured logger) and a Simulator over ``c``."""
+    fabric, logger = make_fabric(cfg)
+    method = fabric.to_device(c.method)
+    sim = Simulator(
+        fabric,
+        c.engine,
+        method,
+        c.aggregator,
+        c.train_clients,
+        c.federation,
+        run_dir,
+        c.eval_clients,
+        on_round_end,
+    )
+    return sim, logger
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one federation as configured; returns ``(metrics, objects)``."""
     t0 = time.perf_counter()
@@ -120,8 +144,6 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # The resolved config beside the checkpoint lets eval.py rebuild this run outside Hydra.
     OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
     c = build_components(cfg)
-    fabric, logger = make_fabric(cfg)
-    method = fabric.to_device(c.method)
     rounds = c.federation.rounds
 
     def report_round(rnd: int, logs: dict[str, float]) -> None:
@@ -133,23 +155,13 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
         log.info("round %d/%d  loss %s  %.1fs%s", rnd, rounds, losses, logs["round/wall_s"], extra)
 
-    sim = Simulator(
-        fabric,
-        c.engine,
-        method,
-        c.aggregator,
-        c.train_clients,
-        c.federation,
-        run_dir,
-        c.eval_clients,
-        report_round,
-    )
+    sim, logger = make_simulator(cfg, c, run_dir, report_round)
     ckpt = resolve_resume(cfg.get("resume"), run_dir.parent, run_dir)
     if ckpt is not None:
         sim.resume_from(ckpt)
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
-    results = build_results(cfg, method, c.benchmark.name, out, c.eval_clients)
+    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients)
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))

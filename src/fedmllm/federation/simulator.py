@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import resource
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -233,9 +234,7 @@ class Simulator:
         payload = load_checkpoint(path)
         unknown = set(payload["global_state"]) - set(self.global_state)
         if unknown:
-            raise KeyError(
-                f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}"
-            )
+            raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
         self.round = payload["round"]
         self.global_state = payload["global_state"]
         self.store.load_state_dict(payload["client_store"])
@@ -294,6 +293,4 @@ class Simulator:
 
 
 def _interactive() -> bool:
-    import sys
-
     return sys.stderr.isatty()

@@ -57,20 +57,48 @@ class SplitSpec:
 
 
 PUBLIC = SplitSpec(
-    "public", {"vqa": 0.5, "report": 0.25, "detection": 0.25}, dict.fromkeys(MODALITIES, 1.0),
-    ORGANS_BY_MODALITY, None, (0.25, 0.35, 0.25, 0.15), "public",
+    "public",
+    {"vqa": 0.5, "report": 0.25, "detection": 0.25},
+    dict.fromkeys(MODALITIES, 1.0),
+    ORGANS_BY_MODALITY,
+    None,
+    (0.25, 0.35, 0.25, 0.15),
+    "public",
 )
 CLIENTS = (
     # SLAKE / VQA-RAD: CT and MRI of several organs.
-    SplitSpec("vqa", {"vqa": 1.0}, {"ct": 0.5, "mri": 0.5},
-              {"ct": ORGANS_BY_MODALITY["ct"], "mri": ORGANS_BY_MODALITY["mri"]},
-              (0.15, 0.15, 0.2, 0.5), (0.25, 0.35, 0.25, 0.15), "client", "mixed"),
+    SplitSpec(
+        "vqa",
+        {"vqa": 1.0},
+        {"ct": 0.5, "mri": 0.5},
+        {"ct": ORGANS_BY_MODALITY["ct"], "mri": ORGANS_BY_MODALITY["mri"]},
+        (0.15, 0.15, 0.2, 0.5),
+        (0.25, 0.35, 0.25, 0.15),
+        "client",
+        "mixed",
+    ),
     # MIMIC-CXR: chest radiographs.
-    SplitSpec("report", {"report": 1.0}, {"xray": 1.0}, {"xray": ("lung",)},
-              (0.1, 0.2, 0.2, 0.5), (0.25, 0.35, 0.25, 0.15), "client", "xray"),
+    SplitSpec(
+        "report",
+        {"report": 1.0},
+        {"xray": 1.0},
+        {"xray": ("lung",)},
+        (0.1, 0.2, 0.2, 0.5),
+        (0.25, 0.35, 0.25, 0.15),
+        "client",
+        "xray",
+    ),
     # RadGenome-ChestCT: chest CT with at least one lesion.
-    SplitSpec("detection", {"detection": 1.0}, {"ct": 1.0}, {"ct": ("lung",)},
-              (0.2, 0.1, 0.2, 0.5), (0.0, 0.45, 0.35, 0.2), "client", "ct"),
+    SplitSpec(
+        "detection",
+        {"detection": 1.0},
+        {"ct": 1.0},
+        {"ct": ("lung",)},
+        (0.2, 0.1, 0.2, 0.5),
+        (0.0, 0.45, 0.35, 0.2),
+        "client",
+        "ct",
+    ),
 )
 
 
@@ -117,12 +145,22 @@ def make_sample(
             counts[0] = 0.0
         n = int(rng.choice(4, p=counts / counts.sum()))
     scene = sample_scene(
-        rng, scene_id=scene_id, modality=modality, organ=organ, n_lesions=n,
-        image_size=image_size, style=style, style_params=draw_style(rng, modality, style), **kwargs,
+        rng,
+        scene_id=scene_id,
+        modality=modality,
+        organ=organ,
+        n_lesions=n,
+        image_size=image_size,
+        style=style,
+        style_params=draw_style(rng, modality, style),
+        **kwargs,
     )
     image = render(scene, rng)
     meta: dict[str, Any] = {
-        "source": NAME, "scene": scene, "split": split, "phrasing": spec.phrasing
+        "source": NAME,
+        "scene": scene,
+        "split": split,
+        "phrasing": spec.phrasing,
     }
     if plan is not None:
         question, answer, answer_type = vqa_text(plan, scene, rng, spec.phrasing)
@@ -155,8 +193,10 @@ def build(
         test = [make_sample(spec, seed, 2 + 2 * k, i, image_size, "test") for i in range(test_size)]
         clients.append(ClientData(spec.name, spec.name, spec.modality_tag, train, test))
     samples = public + [s for c in clients for s in (*c.train, *c.test)]
-    images = np.stack([s.image for s in samples]) if samples else np.zeros(
-        (0, image_size, image_size, 3), dtype=np.uint8
+    images = (
+        np.stack([s.image for s in samples])
+        if samples
+        else np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
     )
     for row, sample in enumerate(samples):
         sample.image = images[row]
@@ -171,9 +211,16 @@ def to_payload(bench: SynthBenchmark) -> dict[str, Any]:
         nonlocal row
         meta = {k: v for k, v in sample.meta.items() if k != "scene"}
         meta["scene"] = sample.meta["scene"].to_dict()
-        out = {"image": row, "modality": sample.modality, "question": sample.question,
-               "answer": sample.answer, "task": sample.task, "answer_type": sample.answer_type,
-               "box": list(sample.box) if sample.box is not None else None, "meta": meta}
+        out = {
+            "image": row,
+            "modality": sample.modality,
+            "question": sample.question,
+            "answer": sample.answer,
+            "task": sample.task,
+            "answer_type": sample.answer_type,
+            "box": list(sample.box) if sample.box is not None else None,
+            "meta": meta,
+        }
         row += 1
         return out
 
@@ -181,8 +228,15 @@ def to_payload(bench: SynthBenchmark) -> dict[str, Any]:
     clients = []
     for c in bench.clients:
         train, test = [encode(s) for s in c.train], [encode(s) for s in c.test]
-        clients.append({"client_id": c.client_id, "task": c.task, "modality": c.modality,
-                        "train": train, "test": test})
+        clients.append(
+            {
+                "client_id": c.client_id,
+                "task": c.task,
+                "modality": c.modality,
+                "train": train,
+                "test": test,
+            }
+        )
     return {"name": bench.name, "public": public, "clients": clients}
 
 
@@ -193,12 +247,25 @@ def from_payload(payload: dict[str, Any], images: np.ndarray) -> SynthBenchmark:
         meta = dict(d["meta"])
         meta["scene"] = Scene.from_dict(meta["scene"])
         box = tuple(d["box"]) if d["box"] is not None else None
-        return Sample(images[d["image"]], d["modality"], d["question"], d["answer"], d["task"],
-                      d["answer_type"], box, meta)
+        return Sample(
+            images[d["image"]],
+            d["modality"],
+            d["question"],
+            d["answer"],
+            d["task"],
+            d["answer_type"],
+            box,
+            meta,
+        )
 
     clients = [
-        ClientData(c["client_id"], c["task"], c["modality"],
-                   [decode(s) for s in c["train"]], [decode(s) for s in c["test"]])
+        ClientData(
+            c["client_id"],
+            c["task"],
+            c["modality"],
+            [decode(s) for s in c["train"]],
+            [decode(s) for s in c["test"]],
+        )
         for c in payload["clients"]
     ]
     return SynthBenchmark(payload["name"], [decode(s) for s in payload["public"]], clients)
@@ -240,8 +307,13 @@ def load_fedmed_synth(
     sizes = _resolve_sizes(train_sizes)
     if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
         raise ValueError("seed and sizes must be non-negative and image_size at least 16")
-    args = {"seed": int(seed), "image_size": int(image_size), "public_size": int(public_size),
-            "train_sizes": sizes, "test_size": int(test_size)}
+    args = {
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "public_size": int(public_size),
+        "train_sizes": sizes,
+        "test_size": int(test_size),
+    }
     if cache_dir is None:
         return build(int(seed), int(image_size), int(public_size), sizes, int(test_size))[0]
     directory = Path(cache_dir) / NAME / cache.cache_key(args)
@@ -250,8 +322,11 @@ def load_fedmed_synth(
         try:
             return from_payload(cached[1], cached[0])
         except (KeyError, IndexError, TypeError, ValueError) as err:
-            log.warning("fedmed_synth cache: %s does not decode (%s); rebuilding",
-                        directory / cache.SAMPLES, err)
+            log.warning(
+                "fedmed_synth cache: %s does not decode (%s); rebuilding",
+                directory / cache.SAMPLES,
+                err,
+            )
     bench, images = build(int(seed), int(image_size), int(public_size), sizes, int(test_size))
     cache.save(directory, images, to_payload(bench), args)
     log.info("fedmed_synth: generated %d images into %s", len(images), directory)

@@ -18,14 +18,46 @@ from fedmllm.data.synthmed.scene import Lesion, Scene
 
 # Base intensities in [0, 1] before the sub-style window. "organ" depends on the organ shown.
 _TISSUE = {
-    "ct": {"bg": 0.0, "soft": 0.42, "rim": 0.88, "bone": 0.88, "organ2": 0.52, "air": 0.28,
-           "fluid": 0.33, "organ": {"liver": 0.58, "kidney": 0.62, "lung": 0.58}},
-    "mri": {"bg": 0.0, "soft": 0.5, "rim": 0.64, "bone": 0.16, "organ2": 0.56, "air": 0.25,
-            "fluid": 0.2, "organ": {"brain": 0.45, "liver": 0.38, "kidney": 0.34}},
-    "xray": {"bg": 0.02, "soft": 0.5, "rim": 0.5, "bone": 0.72, "organ2": 0.64, "air": 0.3,
-             "fluid": 0.5, "organ": {"lung": 0.3, "kidney": 0.58}},
-    "us": {"bg": 0.0, "soft": 0.34, "rim": 0.34, "bone": 0.7, "organ2": 0.66, "air": 0.2,
-           "fluid": 0.1, "organ": {"liver": 0.54, "kidney": 0.44}},
+    "ct": {
+        "bg": 0.0,
+        "soft": 0.42,
+        "rim": 0.88,
+        "bone": 0.88,
+        "organ2": 0.52,
+        "air": 0.28,
+        "fluid": 0.33,
+        "organ": {"liver": 0.58, "kidney": 0.62, "lung": 0.58},
+    },
+    "mri": {
+        "bg": 0.0,
+        "soft": 0.5,
+        "rim": 0.64,
+        "bone": 0.16,
+        "organ2": 0.56,
+        "air": 0.25,
+        "fluid": 0.2,
+        "organ": {"brain": 0.45, "liver": 0.38, "kidney": 0.34},
+    },
+    "xray": {
+        "bg": 0.02,
+        "soft": 0.5,
+        "rim": 0.5,
+        "bone": 0.72,
+        "organ2": 0.64,
+        "air": 0.3,
+        "fluid": 0.5,
+        "organ": {"lung": 0.3, "kidney": 0.58},
+    },
+    "us": {
+        "bg": 0.0,
+        "soft": 0.34,
+        "rim": 0.34,
+        "bone": 0.7,
+        "organ2": 0.66,
+        "air": 0.2,
+        "fluid": 0.1,
+        "organ": {"liver": 0.54, "kidney": 0.44},
+    },
 }
 # Lesion intensity replacing tissue (ct, mri, us) ...
 _LESION = {
@@ -125,7 +157,11 @@ def _dark_background(
 
 
 def _ct(
-    img: np.ndarray, body: np.ndarray, air: np.ndarray, masks: list[np.ndarray], scene: Scene,
+    img: np.ndarray,
+    body: np.ndarray,
+    air: np.ndarray,
+    masks: list[np.ndarray],
+    scene: Scene,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """CT: replaced lesions, Gaussian noise, optional smooth kernel, black air."""
@@ -137,7 +173,11 @@ def _ct(
 
 
 def _mri(
-    img: np.ndarray, body: np.ndarray, air: np.ndarray, masks: list[np.ndarray], scene: Scene,
+    img: np.ndarray,
+    body: np.ndarray,
+    air: np.ndarray,
+    masks: list[np.ndarray],
+    scene: Scene,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """MRI: smooth tissue, a bias field and Rician noise."""
@@ -157,7 +197,11 @@ def _mri(
 
 
 def _xray(
-    img: np.ndarray, body: np.ndarray, air: np.ndarray, masks: list[np.ndarray], scene: Scene,
+    img: np.ndarray,
+    body: np.ndarray,
+    air: np.ndarray,
+    masks: list[np.ndarray],
+    scene: Scene,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """X-ray: rib bands, additive opacities, projection blur and an exposure gradient."""
@@ -176,7 +220,11 @@ def _xray(
 
 
 def _us(
-    img: np.ndarray, body: np.ndarray, air: np.ndarray, masks: list[np.ndarray], scene: Scene,
+    img: np.ndarray,
+    body: np.ndarray,
+    air: np.ndarray,
+    masks: list[np.ndarray],
+    scene: Scene,
     rng: np.random.Generator,
 ) -> np.ndarray:
     """Ultrasound: Rayleigh speckle, depth attenuation, bright calcifications, the fan."""

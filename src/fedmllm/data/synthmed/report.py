@@ -23,15 +23,20 @@ from fedmllm.data.synthmed.scene import Lesion, Scene
 
 REPORT_QUESTIONS = {
     "public": ("describe the image.", "what does the image show?"),
-    "client": ("write the findings of this radiograph.", "generate the radiology report.",
-               "what are the findings?"),
+    "client": (
+        "write the findings of this radiograph.",
+        "generate the radiology report.",
+        "what are the findings?",
+    ),
 }
 DETECTION_QUESTIONS = {
     "public": ("where is the largest lesion? give its box.", "give the box of the largest lesion."),
-    "client": ("locate the largest lesion in this ct scan.",
-               "find the dominant abnormality and give its bounding box.",
-               "output the bounding box of the biggest lesion.",
-               "where is the main lesion? answer with a bounding box."),
+    "client": (
+        "locate the largest lesion in this ct scan.",
+        "find the dominant abnormality and give its bounding box.",
+        "output the bounding box of the biggest lesion.",
+        "where is the main lesion? answer with a bounding box.",
+    ),
 }
 PUBLIC_WORDS = {
     "intro": "{modality} image of the {organ}.",
@@ -45,8 +50,10 @@ PUBLIC_WORDS = {
 CLIENT_WORDS = {
     "header": "findings:",
     "view": {"lung": "frontal chest radiograph.", "kidney": "frontal abdominal radiograph."},
-    "clear": {"lung": "no focal lesion. the lungs are clear.",
-              "kidney": "no focal lesion. the renal outlines are normal."},
+    "clear": {
+        "lung": "no focal lesion. the lungs are clear.",
+        "kidney": "no focal lesion. the renal outlines are normal.",
+    },
     "some": "{count}:",
     "item": "{size} {kind}, {side} {half} {zone}",
     "zone": {"lung": "zone", "kidney": "quadrant"},

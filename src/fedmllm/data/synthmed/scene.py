@@ -167,9 +167,9 @@ def _draw_kinds_and_radii(
         kinds.append(LESION_KINDS[rng.choice(len(LESION_KINDS), p=weights / weights.sum())])
     radii = []
     for kind in kinds:
-        size = "small" if kind == "calcification" else SIZE_CLASSES[
-            rng.choice(3, p=_SIZE_WEIGHTS[n])
-        ]
+        size = (
+            "small" if kind == "calcification" else SIZE_CLASSES[rng.choice(3, p=_SIZE_WEIGHTS[n])]
+        )
         lo, hi = _SIZE_BOUNDS[size]
         radii.append(rng.uniform(lo, hi) * scale)
     order = np.argsort(-np.asarray(radii), kind="stable")

@@ -42,15 +42,22 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
         "size": ("what size is the largest lesion?",),
     },
     "client": {
-        "presence": ("is there any abnormality?", "does this scan look abnormal?",
-                     "are there abnormal findings in this scan?"),
+        "presence": (
+            "is there any abnormality?",
+            "does this scan look abnormal?",
+            "are there abnormal findings in this scan?",
+        ),
         "kind_presence": ("does the patient have a {kind}?", "is a {kind} seen in this scan?"),
         "organ_check": ("is this a scan of the {organ}?", "is the {organ} shown here?"),
         "count": ("how many abnormalities are seen?", "how many lesions does the patient have?"),
-        "side": ("which side of the patient is the biggest abnormality on?",
-                 "on which side of the body is the main lesion?"),
-        "vertical": ("is the biggest abnormality in the upper or lower part?",
-                     "is the main lesion upper or lower?"),
+        "side": (
+            "which side of the patient is the biggest abnormality on?",
+            "on which side of the body is the main lesion?",
+        ),
+        "vertical": (
+            "is the biggest abnormality in the upper or lower part?",
+            "is the main lesion upper or lower?",
+        ),
         "organ": ("which organ is imaged?", "what organ is this?"),
         "modality": ("which modality was used?", "how was this image acquired?"),
         "kind": ("what is the biggest abnormality?", "what kind of lesion is the main one?"),
@@ -58,15 +65,35 @@ TEMPLATES: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 # Answer words that differ by phrasing; the others are shared.
-HALF_WORDS = {"public": {"upper": "top", "lower": "bottom"},
-              "client": {"upper": "upper", "lower": "lower"}}
+HALF_WORDS = {
+    "public": {"upper": "top", "lower": "bottom"},
+    "client": {"upper": "upper", "lower": "lower"},
+}
 _QTYPE_WEIGHTS = {
-    "public": {"presence": 0.2, "kind_presence": 0.2, "organ_check": 0.1, "count": 0.1,
-               "side": 0.08, "vertical": 0.08, "organ": 0.06, "modality": 0.06, "kind": 0.07,
-               "size": 0.05},
-    "client": {"presence": 0.2, "kind_presence": 0.15, "organ_check": 0.1, "count": 0.1,
-               "side": 0.1, "vertical": 0.08, "organ": 0.08, "modality": 0.05, "kind": 0.08,
-               "size": 0.06},
+    "public": {
+        "presence": 0.2,
+        "kind_presence": 0.2,
+        "organ_check": 0.1,
+        "count": 0.1,
+        "side": 0.08,
+        "vertical": 0.08,
+        "organ": 0.06,
+        "modality": 0.06,
+        "kind": 0.07,
+        "size": 0.05,
+    },
+    "client": {
+        "presence": 0.2,
+        "kind_presence": 0.15,
+        "organ_check": 0.1,
+        "count": 0.1,
+        "side": 0.1,
+        "vertical": 0.08,
+        "organ": 0.08,
+        "modality": 0.05,
+        "kind": 0.08,
+        "size": 0.06,
+    },
 }
 
 
@@ -135,8 +162,10 @@ def vqa_text(
     templates = TEMPLATES[phrasing][plan.qtype]
     template = templates[rng.integers(len(templates))]
     question = template.format(kind=plan.probe, organ=plan.probe)
-    return question, _answer(plan, scene, phrasing), (
-        "closed" if plan.qtype in CLOSED_TYPES else "open"
+    return (
+        question,
+        _answer(plan, scene, phrasing),
+        ("closed" if plan.qtype in CLOSED_TYPES else "open"),
     )
 
 
