@@ -31,6 +31,21 @@ class Aggregator:
         """Return the new global shared state from this round's client updates."""
         raise NotImplementedError
 
+    def broadcast_extras(self) -> AdapterState:
+        """Tensors sent to every sampled client beside the global state (e.g. SCAFFOLD's c).
+
+        Counted in the down-link bytes; empty for most rules.
+        """
+        return {}
+
+    def base_weight_updates(self) -> AdapterState:
+        """Dense deltas to add to the frozen base weights after the last :meth:`aggregate`.
+
+        Keys are ``<module path>.base_layer.weight``; every client shares the new base
+        (FedEx-LoRA's residual, FRLoRA's base refresh). Empty for most rules.
+        """
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (empty for stateless rules)."""
         return {}
