@@ -1,4 +1,4 @@
-"""Maths on sums of low-rank products ``Σ_k c_k B_k A_k``, all in float64.
+"""Maths on sums of low-rank products ``Σ_k c_k B_k A_k``, accumulated in float64.
 
 The server rules that look past the separate means of A and B (FedA²-LoRA, FlexLoRA,
 FedEx-LoRA, FRLoRA) all need that sum or a function of it. Only FedEx-LoRA and FRLoRA need it
@@ -21,7 +21,7 @@ class RidgeSolution:
     """The result of :func:`ridge_factors` for one LoRA pair.
 
     Attributes:
-        a: ``A = Σ w_k pad(A_k)`` (r_max × d_in), float64.
+        a: ``A = Σ w_k pad(A_k)`` (r_max × d_in), accumulated in float64.
         b: The solved B (d_out × r_max), float64.
         cond: 2-norm condition number of ``A Aᵀ`` (``inf`` when singular).
         lam: The λ actually used (0.0 for a plain solve).
@@ -86,13 +86,22 @@ def ridge_factors(
             f"ridge lambda must be > 0 (the fallback when A Aᵀ is singular), got {lam}"
         )
     coefs = [1.0] * len(a_list) if b_coefs is None else list(b_coefs)
-    r_max = max(a.shape[0] for a in a_list)
+    # The d-sized products run in the factors' own precision (float32 at least): converting
+    # every factor to float64 allocates a copy of each and doubles the memory traffic, which
+    # made this step 2-3x slower in bench_ridge.py; the float32 error is that of the dense route.
+    # The r×r system — where conditioning matters — is formed and solved in float64.
+    work = torch.promote_types(a_list[0].dtype, torch.float32)
+    r_max = max(a_k.shape[0] for a_k in a_list)
     a = torch.zeros((r_max, a_list[0].shape[1]), dtype=torch.float64)
     for a_k, w in zip(a_list, weights, strict=True):
-        a[: a_k.shape[0]].add_(_f64(a_k), alpha=float(w))
-    rhs = torch.zeros((b_list[0].shape[0], r_max), dtype=torch.float64)
+        a[: a_k.shape[0]].add_(a_k.detach(), alpha=float(w))
+    a_work = a.to(work)
+    rhs = torch.zeros((b_list[0].shape[0], r_max), dtype=work)
     for a_k, b_k, w, c in zip(a_list, b_list, weights, coefs, strict=True):
-        rhs.add_(_f64(b_k) @ (_f64(a_k) @ a.T), alpha=float(w) * float(c))
+        # B_k (A_k Aᵀ): a d_out×r_k by r_k×r_max product, accumulated in place.
+        m_k = a_k.detach().to(work) @ a_work.T
+        rhs.addmm_(b_k.detach().to(work), m_k, alpha=float(w) * float(c))
+    rhs = rhs.to(torch.float64)
     gram = a @ a.T
     cond = sym_cond(gram)
     use = 0.0 if (mode == "paper" and cond <= cond_threshold) else float(lam)
