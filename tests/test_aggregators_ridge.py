@@ -4,9 +4,11 @@ import math
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from fedmllm.aggregators import FedA2LoRA, FedAvg
-from fedmllm.aggregators.lowrank import ridge_factors
+from fedmllm.aggregators.lowrank import factored_svd, product_sum, ridge_factors
 from fedmllm.types import ClientUpdate
 
 D_OUT, D_IN = 5, 7  # unequal on purpose: a transposed formula fails on shapes
@@ -161,3 +163,31 @@ def test_describe_logs_weighting_mode_and_lambda():
     facts = FedA2LoRA(weighting="uniform", lam=0.1, mode="ridge", warmup_rounds=3).describe()
     assert facts["aggregator"] == "ridge" and facts["weighting"] == "uniform"
     assert (facts["lam"], facts["mode"], facts["warmup_rounds"]) == (0.1, "ridge", 3)
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest tensor any aten op produces inside the block."""
+
+    largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel())
+        return out
+
+
+def test_ridge_and_flexlora_never_allocate_a_d_out_by_d_in_matrix():
+    g = torch.Generator().manual_seed(8)
+    d, r = 48, 2
+    a_list = [torch.randn(r, d, generator=g) for _ in range(3)]
+    b_list = [torch.randn(d, r, generator=g) for _ in range(3)]
+    with _LargestOutput() as meter:
+        ridge_factors(a_list, b_list, [0.2, 0.3, 0.5], mode="paper")
+        factored_svd(a_list, b_list, [0.2, 0.3, 0.5])
+    # The largest legitimate tensors are d×(K·r) stacks; a dense U or W would be d×d.
+    assert 0 < meter.largest <= d * 3 * r < d * d
+    with _LargestOutput() as meter:
+        product_sum(a_list, b_list, [1.0, 1.0, 1.0])
+    assert meter.largest == d * d  # the meter does see a dense product when one is formed

@@ -86,6 +86,26 @@ def ridge_factors(
             f"ridge lambda must be > 0 (the fallback when A Aᵀ is singular), got {lam}"
         )
     coefs = [1.0] * len(a_list) if b_coefs is None else list(b_coefs)
+    a, rhs = _mean_a_and_rhs(a_list, b_list, weights, coefs)
+    gram = a @ a.T
+    cond = sym_cond(gram)
+    use = 0.0 if (mode == "paper" and cond <= cond_threshold) else float(lam)
+    b = _solve_spd_right(rhs, gram, use)
+    if b is None:  # round-off made the "well-conditioned" Gram indefinite: take the ridge
+        use = float(lam)
+        b = _solve_spd_right(rhs, gram, use)
+    if b is None:
+        raise RuntimeError(f"A Aᵀ + {lam}·I is not positive definite (cond {cond:.3g})")
+    return RidgeSolution(a=a, b=b, cond=cond, lam=use)
+
+
+def _mean_a_and_rhs(
+    a_list: Sequence[torch.Tensor],
+    b_list: Sequence[torch.Tensor],
+    weights: Sequence[float],
+    coefs: Sequence[float],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``A = Σ w_k pad(A_k)`` and ``U Aᵀ = Σ w_k c_k B_k (A_k Aᵀ)``, both returned in float64."""
     # The d-sized products run in the factors' own precision (float32 at least): converting
     # every factor to float64 allocates a copy of each and doubles the memory traffic, which
     # made this step 2-3x slower in bench_ridge.py; the float32 error is that of the dense route.
@@ -101,17 +121,7 @@ def ridge_factors(
         # B_k (A_k Aᵀ): a d_out×r_k by r_k×r_max product, accumulated in place.
         m_k = a_k.detach().to(work) @ a_work.T
         rhs.addmm_(b_k.detach().to(work), m_k, alpha=float(w) * float(c))
-    rhs = rhs.to(torch.float64)
-    gram = a @ a.T
-    cond = sym_cond(gram)
-    use = 0.0 if (mode == "paper" and cond <= cond_threshold) else float(lam)
-    b = _solve_spd_right(rhs, gram, use)
-    if b is None:  # round-off made the "well-conditioned" Gram indefinite: take the ridge
-        use = float(lam)
-        b = _solve_spd_right(rhs, gram, use)
-    if b is None:
-        raise RuntimeError(f"A Aᵀ + {lam}·I is not positive definite (cond {cond:.3g})")
-    return RidgeSolution(a=a, b=b, cond=cond, lam=use)
+    return a, rhs.to(torch.float64)
 
 
 def _solve_spd_right(rhs: torch.Tensor, gram: torch.Tensor, lam: float) -> torch.Tensor | None:
