@@ -18,8 +18,8 @@ Prints one JSON line:
                      first (cold) call in a fresh child process (includes lazy library set-up).
 
 Defaults: d_in = d_out = 4096, r = 8, K = 10, float32, CPU, one torch thread. One thread
-because on a shared or busy machine every parallel region of a multi-threaded BLAS waits for a
-free core, which swamps sub-millisecond kernels (ours) far more than long ones (dense); pass
+because on a shared or busy machine a multi-threaded BLAS waits for a free core in every
+parallel region, which distorts both routes by amounts that depend on the load; pass
 ``--threads 2`` on an idle two-core machine to time both with two.
 
     python benchmarks/bench_ridge.py [--d 4096] [--r 8] [--k 10] [--repeats 9] [--threads 1]
