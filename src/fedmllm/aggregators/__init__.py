@@ -1,6 +1,23 @@
-"""Server rules: pure maths in ``functional``, one small stateful class per rule."""
+"""Server rules: pure maths in ``functional``/``lowrank``/``server_optim``, one class per rule."""
 
-from fedmllm.aggregators.base import Aggregator
+from fedmllm.aggregators.base import Aggregator, ScaledRule
+from fedmllm.aggregators.basefold import FedExLoRA, FRLoRA
 from fedmllm.aggregators.fedavg import FedAvg, NoAggregation
+from fedmllm.aggregators.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
+from fedmllm.aggregators.flexlora import FlexLoRA
+from fedmllm.aggregators.ridge import FedA2LoRA
 
-__all__ = ["Aggregator", "FedAvg", "NoAggregation"]
+__all__ = [
+    "Aggregator",
+    "FRLoRA",
+    "FedA2LoRA",
+    "FedAdagrad",
+    "FedAdam",
+    "FedAvg",
+    "FedExLoRA",
+    "FedOpt",
+    "FedYogi",
+    "FlexLoRA",
+    "NoAggregation",
+    "ScaledRule",
+]

@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import torch
+
+from fedmllm.aggregators.functional import lora_pairs, lora_scaling, resize_rank
 from fedmllm.types import AdapterState, ClientUpdate
 
 
@@ -46,6 +49,40 @@ class Aggregator:
         """
         return {}
 
+    def for_client(self, global_state: AdapterState, rank: int) -> AdapterState:
+        """What a client of LoRA rank ``rank`` loads from a global state of rank r_max.
+
+        Every LoRA pair is cut to its first ``rank`` components (rows of A, columns of B; zero
+        components are appended when the global state is smaller); other keys are unchanged.
+        Rules whose global B carries the scaling of r_max (FlexLoRA, FedA²-LoRA) also rescale
+        B by ``s(r_max) / s(rank)`` through :meth:`_client_b_scale`.
+
+        Args:
+            global_state: The state returned by :meth:`aggregate`.
+            rank: The client's LoRA rank.
+
+        Returns:
+            A new state; the global state is not modified.
+        """
+        pairs, _ = lora_pairs(global_state)
+        out = dict(global_state)
+        for a_key, b_key in pairs.values():
+            a, b = global_state[a_key], global_state[b_key]
+            a_r, b_r = resize_rank(a, b, rank)
+            scale = self._client_b_scale(int(a.shape[0]), rank)
+            if scale != 1.0:
+                b_r = (b_r.to(torch.float64) * scale).to(b.dtype)
+            out[a_key], out[b_key] = a_r, b_r
+        return out
+
+    def _client_b_scale(self, global_rank: int, rank: int) -> float:
+        """Factor on B when a rank-``global_rank`` pair is handed to a rank-``rank`` client."""
+        return 1.0
+
+    def round_stats(self) -> dict[str, float]:
+        """Plain scalars about the last :meth:`aggregate` (e.g. condition numbers) to log."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (empty for stateless rules)."""
         return {}
@@ -58,3 +95,33 @@ class Aggregator:
     def describe(self) -> dict[str, Any]:
         """Plain facts logged with the run (which rule, which weighting)."""
         return {"aggregator": self.name, "weighting": self.weighting}
+
+
+class ScaledRule(Aggregator):
+    """A rule that needs LoRA's scaling ``s(r) = alpha / r`` (rsLoRA: ``alpha / sqrt(r)``).
+
+    A client's scaling follows from its tensors' rank, so clients of different ranks carry
+    different scalings. Configs interpolate both values from the method:
+    ``alpha: ${method.alpha}``, ``use_rslora: ${method.use_rslora}``.
+
+    Args:
+        weighting: ``"samples"`` or ``"uniform"``.
+        alpha: LoRA alpha of the clients' adapters.
+        use_rslora: Whether the clients use rank-stabilised scaling.
+    """
+
+    def __init__(
+        self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
+    ) -> None:
+        super().__init__(weighting)
+        if not alpha > 0:
+            raise ValueError(f"alpha must be > 0, got {alpha}")
+        self.alpha = float(alpha)
+        self.use_rslora = bool(use_rslora)
+
+    def scaling(self, rank: int) -> float:
+        """``s(rank)`` of this rule's clients."""
+        return lora_scaling(self.alpha, rank, self.use_rslora)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "alpha": self.alpha, "use_rslora": self.use_rslora}
