@@ -1,0 +1,45 @@
+"""The data layer's benchmarks run end to end through ``fedmllm.train`` in smoke mode."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedmllm.lora.layers import LoRALinear
+from fedmllm.train import run
+
+# (experiment, overrides, expected client ids)
+CASES = [
+    ("fedmed_fedavg", ["benchmark=crossmodal_synth"], ["ct", "mri", "xray", "us"]),
+]
+
+
+def _adapter_bytes(model) -> int:
+    """Bytes of all LoRA tensors, counted from the layers' shapes."""
+    return sum(
+        m.r * (m.in_features + m.out_features) * 4
+        for m in model.modules()
+        if isinstance(m, LoRALinear)
+    )
+
+
+@pytest.mark.parametrize(("experiment", "overrides", "clients"), CASES)
+def test_benchmark_runs_in_smoke_mode(make_cfg, experiment, overrides, clients) -> None:
+    # Prepare
+    cfg = make_cfg(experiment, *overrides)
+    # Execute
+    _, objects = run(cfg)
+    # Assert
+    out = Path(cfg.paths.output_dir)
+    results = json.loads((out / "results.json").read_text())
+    bench = objects["components"].benchmark
+    assert results["benchmark"] == bench.name
+    assert list(results["clients"]) == clients
+    k, n_bytes = len(clients), _adapter_bytes(objects["components"].engine.model)
+    assert results["comm"]["up_bytes"] == cfg.federation.rounds * k * n_bytes
+    for c in bench.clients:
+        lines = (out / "predictions" / f"{c.client_id}.jsonl").read_text().splitlines()
+        assert len(lines) == len(c.test) > 0
+        assert results["clients"][c.client_id]["task"] == c.task
