@@ -13,6 +13,16 @@ from fedmllm.train import run
 # (experiment, overrides, expected client ids)
 CASES = [
     ("fedmed_fedavg", ["benchmark=crossmodal_synth"], ["ct", "mri", "xray", "us"]),
+    (
+        "fedmed_fedavg",
+        ["benchmark=crossmodal_synth", "+partition=iid", "benchmark.partition.num_clients=3"],
+        ["client_0", "client_1", "client_2"],
+    ),
+    (
+        "fedmed_standalone",
+        ["benchmark=crossmodal_synth", "+partition=dirichlet", "benchmark.partition.alpha=0.3"],
+        [f"client_{i}" for i in range(5)],
+    ),
 ]
 
 
@@ -38,7 +48,8 @@ def test_benchmark_runs_in_smoke_mode(make_cfg, experiment, overrides, clients) 
     assert results["benchmark"] == bench.name
     assert list(results["clients"]) == clients
     k, n_bytes = len(clients), _adapter_bytes(objects["components"].engine.model)
-    assert results["comm"]["up_bytes"] == cfg.federation.rounds * k * n_bytes
+    expected_up = 0 if results["method"] == "standalone" else cfg.federation.rounds * k * n_bytes
+    assert results["comm"]["up_bytes"] == expected_up
     for c in bench.clients:
         lines = (out / "predictions" / f"{c.client_id}.jsonl").read_text().splitlines()
         assert len(lines) == len(c.test) > 0

@@ -7,8 +7,8 @@ token of every question and answer (the tiny model cannot emit a word it does no
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fedmllm.data.schema import TASKS, ClientData, Sample
@@ -84,3 +84,22 @@ def resolve_sizes(
         if sizes[cid] < 0:
             raise ValueError(f"train_sizes: negative size {sizes[cid]} for client {cid!r}")
     return sizes
+
+
+def apply_partition(
+    bench: Benchmark,
+    config: Any,
+    restyle: Callable[[Sample, str], Sample] | None = None,
+) -> Benchmark:
+    """``bench`` with its clients (taken as sources) re-partitioned by ``config``.
+
+    ``None`` returns ``bench`` unchanged. The public split and the words are kept; extra words
+    a restyle may emit must be added by the caller.
+    """
+    from fedmllm.data.partition import Source, partition
+
+    if config is None:
+        return bench
+    sources = [Source(c.client_id, c.task, c.modality, c.train, c.test) for c in bench.clients]
+    clients = partition(sources, config, restyle)
+    return replace(bench, clients=clients)

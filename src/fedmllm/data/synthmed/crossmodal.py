@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from fedmllm.data import cache
-from fedmllm.data.benchmark import resolve_sizes
+from fedmllm.data.benchmark import apply_partition, resolve_sizes
 from fedmllm.data.schema import ClientData
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.benchmark import (
@@ -91,6 +91,7 @@ def load_crossmodal_synth(
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
     modalities: list[str] | tuple[str, ...] = MODALITIES,
+    partition: dict[str, Any] | None = None,
 ) -> SynthBenchmark:
     """Load ``crossmodal_synth`` from its cache, generating (and caching) it when needed.
 
@@ -105,9 +106,13 @@ def load_crossmodal_synth(
             Default 300 per client.
         test_size: Test samples per client.
         modalities: The clients, one per modality, in order.
+        partition: Optional re-partition of the modality clients (``fedmllm.data.partition``
+            fields, e.g. ``{scheme: dirichlet, num_clients: 10, alpha: 0.3}``); generation and
+            cache do not depend on it.
 
     Returns:
-        The benchmark; client ``m`` has ``task="vqa"`` and ``modality=m``.
+        The benchmark; without ``partition``, client ``m`` has ``task="vqa"`` and
+        ``modality=m``.
     """
     mods = tuple(str(m) for m in modalities)
     if not mods or len(set(mods)) != len(mods):
@@ -132,4 +137,5 @@ def load_crossmodal_synth(
     def _decode(payload: dict[str, Any], images: np.ndarray) -> SynthBenchmark:
         return from_payload(payload, images)  # type: ignore[return-value]
 
-    return cache.load_or_build(cache_dir, NAME, args, VERSION, _build, to_payload, _decode)
+    bench = cache.load_or_build(cache_dir, NAME, args, VERSION, _build, to_payload, _decode)
+    return apply_partition(bench, partition)
