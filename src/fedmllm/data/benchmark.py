@@ -65,7 +65,7 @@ def resolve_sizes(
             client without any size.
     """
     pairs = list(clients)
-    given = {str(k): int(v) for k, v in (train_sizes or {}).items()}
+    given = {str(k): int(v) for k, v in (train_sizes or {}).items() if v is not None}
     ids = {cid for cid, _ in pairs}
     unknown = sorted(set(given) - ids - set(TASKS))
     if unknown:
@@ -81,7 +81,7 @@ def resolve_sizes(
                 break
         else:
             raise ValueError(f"train_sizes: no size for client {cid!r} (task {task!r})")
-        if sizes[cid] < 0:
+        if sizes[cid] < -1:
             raise ValueError(f"train_sizes: negative size {sizes[cid]} for client {cid!r}")
     return sizes
 
@@ -103,3 +103,47 @@ def apply_partition(
     sources = [Source(c.client_id, c.task, c.modality, c.train, c.test) for c in bench.clients]
     clients = partition(sources, config, restyle)
     return replace(bench, clients=clients)
+
+
+def validate_benchmark(bench: Benchmark, skip_invalid: bool = False) -> Benchmark:
+    """Check every record of ``bench`` (public and each client split) and record the counts.
+
+    Raises ``InvalidRecordError`` on a bad record unless ``skip_invalid``; a client left without
+    train or test samples after skipping is a ``ValueError`` naming it.
+    """
+    from fedmllm.data.validation import ValidationReport, validate_records
+
+    report = ValidationReport()
+    decoded: dict[str, str | None] = {}
+
+    def check(name: str, samples: list[Sample]) -> list[Sample]:
+        return validate_records(name, samples, report, skip_invalid, decoded)
+
+    bench.public = check(f"{bench.name}/public", bench.public)
+    for c in bench.clients:
+        had = (len(c.train), len(c.test))
+        c.train, c.test = (
+            check(f"{c.client_id}/train", c.train),
+            check(f"{c.client_id}/test", c.test),
+        )
+        _check_image_mix(c)
+        if (had[0] and not c.train) or (had[1] and not c.test):
+            raise ValueError(
+                f"client {c.client_id!r} has {len(c.train)} train / {len(c.test)} test records "
+                "left after skipping invalid ones; it needs at least one of each"
+            )
+    bench.validation = report.to_dict()
+    return bench
+
+
+def _check_image_mix(client: ClientData) -> None:
+    """A client must hold image samples only or text-only samples only: collate cannot batch
+    a mix, and failing here names the client instead of failing inside a training batch."""
+    samples = [*client.train, *client.test]
+    with_image = sum(s.image is not None for s in samples)
+    if 0 < with_image < len(samples):
+        raise ValueError(
+            f"client {client.client_id!r} mixes {with_image} samples with images and "
+            f"{len(samples) - with_image} text-only samples; put text-only records in a client "
+            "of their own (mixed batches are not supported)"
+        )

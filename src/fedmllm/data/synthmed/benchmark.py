@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from fedmllm.data import cache
-from fedmllm.data.benchmark import Benchmark
+from fedmllm.data.benchmark import Benchmark, apply_partition, validate_benchmark
 from fedmllm.data.schema import TASKS, ClientData, Sample, validate_sample
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.render import render
@@ -105,10 +105,13 @@ class SynthBenchmark(Benchmark):
     """A generated synthetic-medical benchmark: public pretraining split and clients."""
 
     def vocabulary(self) -> list[str]:
-        """Every token the benchmark's texts can contain (the tiny model's word list)."""
+        """Every token the benchmark's texts can contain (the tiny model's word list).
+
+        The template vocabulary, plus ``words`` (e.g. those of extra report styles).
+        """
         from fedmllm.data.synthmed.vocab import vocabulary
 
-        return vocabulary()
+        return sorted(set(vocabulary()) | set(self.words))
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -270,6 +273,7 @@ def load_fedmed_synth(
     public_size: int = 4000,
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
+    partition: dict[str, Any] | None = None,
 ) -> SynthBenchmark:
     """Load ``fedmed_synth`` from its cache, generating (and caching) it when needed.
 
@@ -282,6 +286,10 @@ def load_fedmed_synth(
         train_sizes: Train samples per client, keyed by task (missing keys use the defaults
             ``vqa: 300, report: 650, detection: 600``).
         test_size: Test samples per client.
+        partition: Optional re-partition of the three task clients (``fedmllm.data.partition``
+            fields), e.g. ``{scheme: iid, sources: [report], num_clients: 4, report_styles:
+            [structured, narrative, terse]}`` for four report hospitals that write differently.
+            Generation and cache do not depend on it.
 
     Returns:
         The benchmark; images are ``HxWx3`` uint8 views of one array.
@@ -296,7 +304,7 @@ def load_fedmed_synth(
         "train_sizes": sizes,
         "test_size": int(test_size),
     }
-    return cache.load_or_build(
+    bench = cache.load_or_build(
         cache_dir,
         NAME,
         args,
@@ -305,3 +313,15 @@ def load_fedmed_synth(
         to_payload,
         from_payload,
     )
+    return finish_synthetic(bench, partition)
+
+
+def finish_synthetic(bench: Benchmark, partition: Any) -> Any:
+    """Apply the partition (with the report-style switch) and record validation counts."""
+    from fedmllm.data.partition import PartitionConfig
+    from fedmllm.data.synthmed.report_styles import restyle, style_words
+
+    bench = apply_partition(bench, partition, restyle)
+    if partition is not None and PartitionConfig.from_any(partition).report_styles:
+        bench.words = sorted(set(bench.words) | set(style_words()))
+    return validate_benchmark(bench)

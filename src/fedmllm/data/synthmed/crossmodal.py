@@ -18,13 +18,14 @@ from typing import Any
 import numpy as np
 
 from fedmllm.data import cache
-from fedmllm.data.benchmark import apply_partition, resolve_sizes
+from fedmllm.data.benchmark import resolve_sizes
 from fedmllm.data.schema import ClientData
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.benchmark import (
     PUBLIC,
     SplitSpec,
     SynthBenchmark,
+    finish_synthetic,
     from_payload,
     make_sample,
     stack_images,
@@ -120,7 +121,7 @@ def load_crossmodal_synth(
     for m in mods:
         client_spec(m)  # validates the name
     sizes = resolve_sizes(train_sizes, [(m, "vqa") for m in mods], {"vqa": DEFAULT_TRAIN_SIZE})
-    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0:
+    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
         raise ValueError("seed and sizes must be non-negative and image_size at least 16")
     args = {
         "seed": int(seed),
@@ -138,4 +139,4 @@ def load_crossmodal_synth(
         return from_payload(payload, images)  # type: ignore[return-value]
 
     bench = cache.load_or_build(cache_dir, NAME, args, VERSION, _build, to_payload, _decode)
-    return apply_partition(bench, partition)
+    return finish_synthetic(bench, partition)

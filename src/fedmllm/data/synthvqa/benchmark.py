@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 
 from fedmllm.data import cache
-from fedmllm.data.benchmark import Benchmark, apply_partition, resolve_sizes
+from fedmllm.data.benchmark import Benchmark, resolve_sizes
 from fedmllm.data.schema import ClientData, Sample, validate_sample
-from fedmllm.data.synthmed.benchmark import stack_images, to_payload
+from fedmllm.data.synthmed.benchmark import finish_synthetic, stack_images, to_payload
 from fedmllm.data.synthvqa.questions import (
     QTYPES,
     answer,
@@ -228,7 +228,7 @@ def load_fedvqa_synth(
     """
     pairs = [(c, "vqa") for c in CLIENT_IDS]
     sizes = resolve_sizes(train_sizes, pairs, DEFAULT_TRAIN_SIZES)
-    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0:
+    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
         raise ValueError("seed and sizes must be non-negative and image_size at least 16")
     args = {
         "seed": int(seed),
@@ -242,4 +242,4 @@ def load_fedvqa_synth(
         return build(int(seed), int(image_size), int(public_size), sizes, int(test_size))
 
     bench = cache.load_or_build(cache_dir, NAME, args, VERSION, _build, to_payload, from_payload)
-    return apply_partition(bench, partition)
+    return finish_synthetic(bench, partition)

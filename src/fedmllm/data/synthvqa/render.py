@@ -27,6 +27,7 @@ from fedmllm.data.synthvqa.shapes import outline, shape_masks
 STYLES = ("art", "photo", "blurry", "cartoon", "object")
 _SUPER = 2
 _DARK = np.array([0.12, 0.12, 0.12])
+_LIGHT = np.array([0.93, 0.93, 0.93])
 
 
 @lru_cache(maxsize=8)
@@ -51,7 +52,7 @@ def draw_params(rng: np.random.Generator, style: str, strength: float) -> dict[s
         p.update(sky=rng.uniform(0.75, 0.9), ground=rng.uniform(0.4, 0.55))
         if style == "blurry":
             direction = 1.0 if rng.random() < 0.5 else -1.0
-            p.update(blur=0.5 + 0.9 * s, exposure=1.0 + direction * rng.uniform(0.15, 0.4) * s)
+            p.update(blur=0.4 + 0.7 * s, exposure=1.0 + direction * rng.uniform(0.15, 0.4) * s)
             p.update(cast=rng.uniform(-0.08, 0.08) * s, noise=0.02 + 0.04 * s)
     elif style == "cartoon":
         p.update(bg_hue=float(rng.integers(3)), noise=0.0)
@@ -89,7 +90,9 @@ def _paint_objects(img: np.ndarray, scene: Scene, rng: np.random.Generator, n: i
     x, y = _grid(n)
     f = n / scene.image_size
     for t in scene.things:
-        body, details = shape_masks(t.category, t.center[0] * f, t.center[1] * f, t.size * f, x, y)
+        body, dark, light = shape_masks(
+            t.category, t.center[0] * f, t.center[1] * f, t.size * f, x, y
+        )
         colour = np.asarray(COLORS[t.color]) / 255.0
         colour = np.clip(colour + rng.uniform(-1, 1, size=3) * scene.params["jitter"], 0, 1)
         if scene.style in ("photo", "blurry", "object"):
@@ -98,7 +101,8 @@ def _paint_objects(img: np.ndarray, scene: Scene, rng: np.random.Generator, n: i
             img[body] = colour * shade[body][:, None]
         else:
             img[body] = colour
-        img[details] = _DARK
+        img[dark] = _DARK
+        img[light] = _LIGHT
         if scene.style == "cartoon":
             img[outline(body, width=int(round(f)))] = 0.0
 

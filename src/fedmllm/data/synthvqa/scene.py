@@ -29,14 +29,14 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "yellow": (240, 210, 40),
     "purple": (150, 50, 180),
 }
-MAX_OBJECTS = 4
+MAX_OBJECTS = 3
 # Object "radius" (half its width) in pixels at 32 px; the main object of an object-centric
 # photo is larger. Below ~4 px the shapes stop being distinguishable at 32x32.
-SIZE_RANGE = (4.5, 6.0)
+SIZE_RANGE = (5.0, 6.5)
 MAIN_SIZE_RANGE = (7.5, 9.0)
 _GAP = 1.0  # pixels between two objects' bounding discs
 _EDGE = 0.5  # pixels between an object's disc and the border
-_MIDLINE = 1.5  # object centres keep this far from both midlines
+_MIDLINE = 3.0  # object centres keep this far from both midlines (patch-size safe)
 _ATTEMPTS = 200
 
 
