@@ -37,7 +37,7 @@ class ValidationReport:
     Attributes:
         checked: Records checked.
         skipped: Records dropped (only with ``skip_invalid``).
-        reasons: Reason (without file names) -> count of skipped records.
+        reasons: Reason category (see :func:`category`) -> count of skipped records.
         by_dataset: Dataset -> ``{"checked": n, "skipped": m}``.
         examples: The first few skipped records, in full.
     """
@@ -72,6 +72,42 @@ def _reason(exc: Exception) -> str:
     return text.split(": ", 1)[1] if ": " in text else text
 
 
+# Reason categories counted in ``ValidationReport.reasons`` (first match wins).
+_CATEGORIES = (
+    ("image missing", "image missing"),
+    ("image unreadable", "image unreadable"),
+    ("image decodes", "image unreadable"),
+    ("image array", "bad image array"),
+    ("empty question", "empty question"),
+    ("empty answer", "empty answer"),
+    ("is not one of ('vqa'", "unknown task"),
+    ("answer_type", "bad answer_type"),
+    ("without box", "detection without box"),
+    ("inverted", "box inverted"),
+    ("outside [0, 1]", "box outside [0, 1]"),
+    ("not four numbers", "box malformed"),
+)
+
+
+def category(reason: str) -> str:
+    """The counted category of a reason (``reader: ...`` for problems a reader flagged)."""
+    for needle, name in _CATEGORIES:
+        if needle in reason:
+            return name
+    return "reader: " + reason.split(" (")[0][:60]
+
+
+def _box_problem(box: Any) -> str | None:
+    if len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
+        return f"box {box} is not four numbers"
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
+        return f"box {tuple(box)} is outside [0, 1]"
+    if not (x1 < x2 and y1 < y2):
+        return f"box {tuple(box)} is inverted or empty (needs x1 < x2 and y1 < y2)"
+    return None
+
+
 def check_sample(sample: Sample, decoded: dict[str, str | None] | None = None) -> str | None:
     """Why ``sample`` is invalid, or ``None`` when it is fine.
 
@@ -82,19 +118,12 @@ def check_sample(sample: Sample, decoded: dict[str, str | None] | None = None) -
     """
     if sample.meta.get("problem"):  # a reader flagged the record (e.g. a missing mask)
         return str(sample.meta["problem"])
+    if sample.box is not None and (problem := _box_problem(sample.box)):
+        return problem
     try:
         validate_sample(sample, where="record")
     except (ValueError, TypeError) as exc:
         return _reason(exc)
-    if sample.box is not None:
-        box = sample.box
-        if len(box) != 4 or not all(isinstance(v, (int, float)) for v in box):
-            return f"box {box} is not four numbers"
-        x1, y1, x2, y2 = (float(v) for v in box)
-        if not all(0.0 <= v <= 1.0 for v in (x1, y1, x2, y2)):
-            return f"box {tuple(box)} is outside [0, 1]"
-        if not (x1 < x2 and y1 < y2):
-            return f"box {tuple(box)} is inverted or empty (needs x1 < x2 and y1 < y2)"
     path = image_file(sample)
     if path is None:
         return None
@@ -154,7 +183,7 @@ def validate_records(
             )
         report.skipped += 1
         counts["skipped"] += 1
-        report.reasons[reason.split(" (")[0]] += 1
+        report.reasons[category(reason)] += 1
         if len(report.examples) < _EXAMPLES:
             report.examples.append(f"{where}: {reason}")
     if counts["skipped"]:
