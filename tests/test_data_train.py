@@ -23,6 +23,31 @@ CASES = [
         ["benchmark=crossmodal_synth", "+partition=dirichlet", "benchmark.partition.alpha=0.3"],
         [f"client_{i}" for i in range(5)],
     ),
+    (  # Fed-MoLE Table 8: AQUA split five ways (IID)
+        "fedvqa_fedavg",
+        [
+            "+partition=iid",
+            "benchmark.partition.sources=[aqua]",
+            "benchmark.train_sizes={vqa:10}",
+            "benchmark.test_size=5",
+        ],
+        [f"aqua_{i}" for i in range(5)],
+    ),
+    (  # quantity skew over all five styles
+        "fedvqa_fedavg",
+        ["+partition=quantity", "benchmark.partition.num_clients=3"],
+        ["client_0", "client_1", "client_2"],
+    ),
+    (  # three report hospitals, three writing styles
+        "fedmed_fedavg",
+        [
+            "+partition=iid",
+            "benchmark.partition.sources=[report]",
+            "benchmark.partition.num_clients=3",
+            "benchmark.partition.report_styles=[structured,narrative,terse]",
+        ],
+        ["report_0", "report_1", "report_2"],
+    ),
 ]
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -235,14 +236,4 @@ def _public(leftovers: list[list[Sample]], size: int) -> list[Sample]:
 
 
 def _as_public(sample: Sample) -> Sample:
-    meta = {**sample.meta, "split": "public"}
-    return Sample(
-        sample.image,
-        sample.modality,
-        sample.question,
-        sample.answer,
-        sample.task,
-        sample.answer_type,
-        sample.box,
-        meta,
-    )
+    return replace(sample, meta={**sample.meta, "split": "public"})
