@@ -23,7 +23,7 @@ CASES = [
         ["benchmark=crossmodal_synth", "+partition=dirichlet", "benchmark.partition.alpha=0.3"],
         [f"client_{i}" for i in range(5)],
     ),
-    (  # Fed-MoLE Table 8: AQUA split five ways (IID)
+    pytest.param(  # Fed-MoLE Table 8: AQUA split five ways (IID)
         "fedvqa_fedavg",
         [
             "+partition=iid",
@@ -32,13 +32,15 @@ CASES = [
             "benchmark.test_size=5",
         ],
         [f"aqua_{i}" for i in range(5)],
+        marks=pytest.mark.slow,
     ),
-    (  # quantity skew over all five styles
+    pytest.param(  # quantity skew over all five styles
         "fedvqa_fedavg",
         ["+partition=quantity", "benchmark.partition.num_clients=3"],
         ["client_0", "client_1", "client_2"],
+        marks=pytest.mark.slow,
     ),
-    (  # three report hospitals, three writing styles
+    pytest.param(  # three report hospitals, three writing styles
         "fedmed_fedavg",
         [
             "+partition=iid",
@@ -47,6 +49,7 @@ CASES = [
             "benchmark.partition.report_styles=[structured,narrative,terse]",
         ],
         ["report_0", "report_1", "report_2"],
+        marks=pytest.mark.slow,
     ),
 ]
 
