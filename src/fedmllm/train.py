@@ -39,9 +39,17 @@ def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
 
 
 def build_results(
-    cfg: DictConfig, method: Any, benchmark: str, out: dict[str, Any], clients: list[Client]
+    cfg: DictConfig,
+    method: Any,
+    benchmark: str,
+    out: dict[str, Any],
+    clients: list[Client],
+    validation: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``results.json`` payload of a finished run."""
+    """The ``results.json`` payload of a finished run.
+
+    ``validation`` holds the benchmark's record-validation counts (checked / skipped records).
+    """
     per_client = {}
     for c in clients:
         metric = MAIN_METRIC[c.task]
@@ -66,6 +74,7 @@ def build_results(
         "peak_rss_mb": out["peak_rss_mb"],
         "aggregator": out["aggregator"],
         "history": out["history"],
+        "validation": validation or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
 
@@ -161,7 +170,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         sim.resume_from(ckpt)
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
-    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients)
+    validation = getattr(c.benchmark, "validation", None)
+    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fedmllm.data.imaging import read_image
 from fedmllm.data.schema import Sample
 
 IGNORE_INDEX = -100
@@ -23,7 +24,10 @@ MODES = ("train", "generate")
 
 
 def load_image(image: np.ndarray | str | Path) -> Image.Image:
-    """An RGB PIL image from an ``HxWx3`` (or ``HxW``) uint8 array or an image file path."""
+    """An RGB PIL image from an ``HxWx3`` (or ``HxW``) uint8 array or an image file.
+
+    Files go through :func:`fedmllm.data.imaging.read_image` (DICOM, NIfTI, PNG/JPEG, ...).
+    """
     if isinstance(image, np.ndarray):
         arr = image
         if arr.ndim == 2:
@@ -33,11 +37,9 @@ def load_image(image: np.ndarray | str | Path) -> Image.Image:
         if arr.dtype != np.uint8:
             raise ValueError(f"image array must be uint8, got {arr.dtype}")
         return Image.fromarray(np.ascontiguousarray(arr[..., :3]), mode="RGB")
-    path = Path(image)
-    if path.suffix.lower() == ".dcm":
-        raise NotImplementedError(f"{path}: DICOM images are not supported by this collator yet")
-    with Image.open(path) as img:
-        return img.convert("RGB")
+    # Files (PNG/JPEG, DICOM, NIfTI, or an ImageRef with frame/slice and window) are decoded
+    # by the imaging module, which names the file in every error.
+    return Image.fromarray(read_image(image))
 
 
 def image_to_tensor(

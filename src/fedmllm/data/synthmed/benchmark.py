@@ -8,23 +8,21 @@ scene record the image was drawn from.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fedmllm.data import cache
+from fedmllm.data.benchmark import Benchmark, apply_partition, validate_benchmark
 from fedmllm.data.schema import TASKS, ClientData, Sample, validate_sample
-from fedmllm.data.synthmed import cache
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.render import render
 from fedmllm.data.synthmed.report import detection_text, report_question, report_text
 from fedmllm.data.synthmed.scene import MODALITIES, Scene, sample_scene
 from fedmllm.data.synthmed.styles import draw_style, draw_style_id
 from fedmllm.data.synthmed.vqa import plan_vqa, vqa_text
-
-log = logging.getLogger(__name__)
 
 NAME = "fedmed_synth"
 # Table 6 of the paper (train 2979 / 6558 / 6000) scaled down about tenfold.
@@ -103,18 +101,17 @@ CLIENTS = (
 
 
 @dataclass
-class SynthBenchmark:
-    """The generated benchmark: a public pretraining split and the federated clients."""
-
-    name: str
-    public: list[Sample]
-    clients: list[ClientData]
+class SynthBenchmark(Benchmark):
+    """A generated synthetic-medical benchmark: public pretraining split and clients."""
 
     def vocabulary(self) -> list[str]:
-        """Every token the benchmark's texts can contain (the tiny model's word list)."""
+        """Every token the benchmark's texts can contain (the tiny model's word list).
+
+        The template vocabulary, plus ``words`` (e.g. those of extra report styles).
+        """
         from fedmllm.data.synthmed.vocab import vocabulary
 
-        return vocabulary()
+        return sorted(set(vocabulary()) | set(self.words))
 
 
 def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
@@ -192,7 +189,14 @@ def build(
         ]
         test = [make_sample(spec, seed, 2 + 2 * k, i, image_size, "test") for i in range(test_size)]
         clients.append(ClientData(spec.name, spec.name, spec.modality_tag, train, test))
-    samples = public + [s for c in clients for s in (*c.train, *c.test)]
+    bench = SynthBenchmark(NAME, public, clients)
+    return bench, stack_images(bench, image_size)
+
+
+def stack_images(bench: Benchmark, image_size: int) -> np.ndarray:
+    """Stack every sample image (in :meth:`Benchmark.all_samples` order) into one array and
+    make each ``Sample.image`` a view of its row, as a cache load does."""
+    samples = bench.all_samples()
     images = (
         np.stack([s.image for s in samples])
         if samples
@@ -200,34 +204,24 @@ def build(
     )
     for row, sample in enumerate(samples):
         sample.image = images[row]
-    return SynthBenchmark(NAME, public, clients), images
+    return images
 
 
-def to_payload(bench: SynthBenchmark) -> dict[str, Any]:
-    """The JSON side of the cache: samples with their row in the image array."""
-    row = 0
+def to_payload(bench: Benchmark) -> dict[str, Any]:
+    """The JSON side of the cache: samples with their row in the image array.
 
-    def encode(sample: Sample) -> dict[str, Any]:
-        nonlocal row
-        meta = {k: v for k, v in sample.meta.items() if k != "scene"}
-        meta["scene"] = sample.meta["scene"].to_dict()
-        out = {
-            "image": row,
-            "modality": sample.modality,
-            "question": sample.question,
-            "answer": sample.answer,
-            "task": sample.task,
-            "answer_type": sample.answer_type,
-            "box": list(sample.box) if sample.box is not None else None,
-            "meta": meta,
-        }
-        row += 1
-        return out
+    Rows follow :meth:`Benchmark.all_samples` order (public, then each client's train and
+    test), the order :func:`build` stacks the images in.
+    """
+    row = iter(range(len(bench.all_samples())))
 
-    public = [encode(s) for s in bench.public]
+    def encode(samples: list[Sample]) -> list[dict[str, Any]]:
+        return [cache.encode_sample(s, next(row)) for s in samples]
+
+    public = encode(bench.public)
     clients = []
     for c in bench.clients:
-        train, test = [encode(s) for s in c.train], [encode(s) for s in c.test]
+        train, test = encode(c.train), encode(c.test)
         clients.append(
             {
                 "client_id": c.client_id,
@@ -240,35 +234,26 @@ def to_payload(bench: SynthBenchmark) -> dict[str, Any]:
     return {"name": bench.name, "public": public, "clients": clients}
 
 
-def from_payload(payload: dict[str, Any], images: np.ndarray) -> SynthBenchmark:
-    """Invert :func:`to_payload`; raises ``KeyError``/``IndexError``/``TypeError`` on damage."""
+def from_payload(
+    payload: dict[str, Any], images: np.ndarray, factory: type[Benchmark] | None = None
+) -> Benchmark:
+    """Invert :func:`to_payload`; raises ``KeyError``/``IndexError``/``TypeError`` on damage.
 
-    def decode(d: dict[str, Any]) -> Sample:
-        meta = dict(d["meta"])
-        meta["scene"] = Scene.from_dict(meta["scene"])
-        box = tuple(d["box"]) if d["box"] is not None else None
-        return Sample(
-            images[d["image"]],
-            d["modality"],
-            d["question"],
-            d["answer"],
-            d["task"],
-            d["answer_type"],
-            box,
-            meta,
-        )
+    Args:
+        payload: What :func:`to_payload` wrote.
+        images: The cached image array.
+        factory: Benchmark class to build (default :class:`SynthBenchmark`), called with
+            ``(name, public, clients)``.
+    """
+
+    def decode(samples: list[dict[str, Any]]) -> list[Sample]:
+        return [cache.decode_sample(d, images, Scene.from_dict) for d in samples]
 
     clients = [
-        ClientData(
-            c["client_id"],
-            c["task"],
-            c["modality"],
-            [decode(s) for s in c["train"]],
-            [decode(s) for s in c["test"]],
-        )
+        ClientData(c["client_id"], c["task"], c["modality"], decode(c["train"]), decode(c["test"]))
         for c in payload["clients"]
     ]
-    return SynthBenchmark(payload["name"], [decode(s) for s in payload["public"]], clients)
+    return (factory or SynthBenchmark)(payload["name"], decode(payload["public"]), clients)
 
 
 def _resolve_sizes(train_sizes: Any) -> dict[str, int]:
@@ -288,6 +273,7 @@ def load_fedmed_synth(
     public_size: int = 4000,
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
+    partition: dict[str, Any] | None = None,
 ) -> SynthBenchmark:
     """Load ``fedmed_synth`` from its cache, generating (and caching) it when needed.
 
@@ -300,6 +286,10 @@ def load_fedmed_synth(
         train_sizes: Train samples per client, keyed by task (missing keys use the defaults
             ``vqa: 300, report: 650, detection: 600``).
         test_size: Test samples per client.
+        partition: Optional re-partition of the three task clients (``fedmllm.data.partition``
+            fields), e.g. ``{scheme: iid, sources: [report], num_clients: 4, report_styles:
+            [structured, narrative, terse]}`` for four report hospitals that write differently.
+            Generation and cache do not depend on it.
 
     Returns:
         The benchmark; images are ``HxWx3`` uint8 views of one array.
@@ -314,20 +304,24 @@ def load_fedmed_synth(
         "train_sizes": sizes,
         "test_size": int(test_size),
     }
-    if cache_dir is None:
-        return build(int(seed), int(image_size), int(public_size), sizes, int(test_size))[0]
-    directory = Path(cache_dir) / NAME / cache.cache_key(args)
-    cached = cache.load(directory)
-    if cached is not None:
-        try:
-            return from_payload(cached[1], cached[0])
-        except (KeyError, IndexError, TypeError, ValueError) as err:
-            log.warning(
-                "fedmed_synth cache: %s does not decode (%s); rebuilding",
-                directory / cache.SAMPLES,
-                err,
-            )
-    bench, images = build(int(seed), int(image_size), int(public_size), sizes, int(test_size))
-    cache.save(directory, images, to_payload(bench), args)
-    log.info("fedmed_synth: generated %d images into %s", len(images), directory)
-    return bench
+    bench = cache.load_or_build(
+        cache_dir,
+        NAME,
+        args,
+        cache.GENERATOR_VERSION,
+        lambda: build(int(seed), int(image_size), int(public_size), sizes, int(test_size)),
+        to_payload,
+        from_payload,
+    )
+    return finish_synthetic(bench, partition)
+
+
+def finish_synthetic(bench: Benchmark, partition: Any) -> Any:
+    """Apply the partition (with the report-style switch) and record validation counts."""
+    from fedmllm.data.partition import PartitionConfig
+    from fedmllm.data.synthmed.report_styles import restyle, style_words
+
+    bench = apply_partition(bench, partition, restyle)
+    if partition is not None and PartitionConfig.from_any(partition).report_styles:
+        bench.words = sorted(set(bench.words) | set(style_words()))
+    return validate_benchmark(bench)
