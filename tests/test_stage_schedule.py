@@ -9,6 +9,7 @@ import torch
 from multimodal_helpers import cpu_fabric, make_samples, randomise, tiny_engine
 
 from fedmllm.lora.modules_to_save import ModulesToSaveLinear
+from fedmllm.methods.modality_expert_module import ModalityExpertMethod
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
 from fedmllm.methods.stage_schedule import GroupPatterns, StageSchedule
 
@@ -60,11 +61,14 @@ def test_groups_follow_module_paths():
 
 
 # ------------------------------------------------------------------- on the tiny model
-def _method(tmp_path, schedule: dict | None, **kwargs) -> MultimodalLoRAMethod:
+def _method(tmp_path, schedule: dict | None, kind: str = "lora", **kwargs) -> MultimodalLoRAMethod:
     engine = tiny_engine(tmp_path)
-    method = MultimodalLoRAMethod(
+    if kind == "modality_expert":  # the same schedule drives modality experts on the LLM
+        kwargs["modalities"] = ["ct", "mri", "text"]
+    cls = ModalityExpertMethod if kind == "modality_expert" else MultimodalLoRAMethod
+    method = cls(
         engine,
-        ["q_proj", "v_proj"],
+        target_modules=["q_proj", "v_proj"],
         r=2,
         alpha=4,
         dropout=0.0,
@@ -101,8 +105,9 @@ def _moved(before: dict, after: dict, patterns: GroupPatterns) -> dict[str, bool
     return moved
 
 
-def test_stage_one_moves_only_encoder_and_projector_stage_two_only_the_llm(tmp_path):
-    method = _method(tmp_path, {"mode": "two_stage", "tau": 0.5})
+@pytest.mark.parametrize("kind", ["lora", "modality_expert"])
+def test_stage_one_moves_only_encoder_and_projector_stage_two_only_the_llm(tmp_path, kind):
+    method = _method(tmp_path, {"mode": "two_stage", "tau": 0.5}, kind)
     states, metrics = _snapshots(method, make_samples("ct", 8), num_steps=4)
     g = method.patterns
     assert _moved(states[0], states[2], g) == {E: True, P: True, L_: False}  # steps 0-1: stage I
@@ -133,14 +138,17 @@ def test_schedule_variants_move_the_right_groups(tmp_path, schedule, round_idx, 
     assert {k for k, v in _moved(states[2], states[4], g).items() if v} == second
 
 
-def test_text_only_batches_skip_stage_one_and_reach_only_the_llm(tmp_path):
-    method = _method(tmp_path, {"mode": "two_stage", "tau": 0.5})
+@pytest.mark.parametrize("kind", ["lora", "modality_expert"])
+def test_text_only_batches_skip_stage_one_and_reach_only_the_llm(tmp_path, kind):
+    method = _method(tmp_path, {"mode": "two_stage", "tau": 0.5}, kind)
     states, metrics = _snapshots(method, make_samples("text", 8, image=False), num_steps=4)
     assert metrics["steps_skipped"] == 2 and metrics["steps_trained"] == 2
     assert _moved(states[0], states[4], method.patterns) == {E: False, P: False, L_: True}
     state = method.adapter_state()
     sent = method.shared_keys(state)
     assert sent and all(method.patterns.group_of(k) == L_ for k in sent)
+    if kind == "modality_expert":  # only the text expert of the LLM layers travels
+        assert all(".experts.text." in k for k in sent)
     assert method.private_keys(state) == []
     assert set(method.received_keys(list(state))) == set(sent)
 
