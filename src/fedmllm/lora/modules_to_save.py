@@ -3,8 +3,9 @@
 UniFLoW trains the vision-to-LLM projector itself, not a low-rank update of it. Wrapping the
 projector's linears as adapter layers makes their trainable copies ordinary adapter state: the
 state helpers, the optimiser and the round loop treat them like LoRA tensors, and they travel
-to the server under keys that read as PEFT's (``<module>.modules_to_save.weight``, without
-PEFT's adapter name).
+to the server under keys shaped like PEFT's in-memory parameter names without the adapter
+name (``<module>.modules_to_save.weight``). Exporting them with ``save_adapter`` in a
+PEFT-loadable layout is not done here.
 """
 
 from __future__ import annotations

@@ -142,9 +142,11 @@ class MultimodalLoRAMethod(L.LightningModule):
 
     # ------------------------------------------------------------------ adapter state
     def adapter_state(self) -> AdapterState:
+        """All adapter tensors (LoRA, experts, projector copy) as CPU copies."""
         return get_adapter_state(self.model)
 
     def load_adapter_state(self, state: AdapterState) -> None:
+        """Copy ``state`` into the adapter parameters in place (unknown keys raise)."""
         set_adapter_state(self.model, state)
 
     def _sends(self, key: str) -> bool:
@@ -170,6 +172,7 @@ class MultimodalLoRAMethod(L.LightningModule):
 
     # ------------------------------------------------------------------ training
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        """One AdamW over every adapter parameter (the learning rate is set per step)."""
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=1.0, weight_decay=self.weight_decay)
 
@@ -178,6 +181,7 @@ class MultimodalLoRAMethod(L.LightningModule):
         return nullcontext()
 
     def training_step(self, batch: dict[str, Any], batch_idx: int = 0) -> torch.Tensor:
+        """The language-model loss of one training batch."""
         inputs = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
         with self._context(batch):
             return self.model(**inputs).loss
@@ -254,5 +258,6 @@ class MultimodalLoRAMethod(L.LightningModule):
     # ------------------------------------------------------------------ inference
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
+        """Greedy answers for a generation batch."""
         with self._context(batch):
             return self.engine.generate(batch, max_new_tokens)
