@@ -6,10 +6,12 @@ import pytest
 import torch
 from multimodal_helpers import cpu_fabric, make_samples, tiny_engine
 
+from fedmllm.aggregators import NoAggregation
 from fedmllm.aggregators.expert_aware import ExpertAware
 from fedmllm.federation.sampling import batch_indices
 from fedmllm.federation.simulator import Client, FederationConfig, Simulator
 from fedmllm.lora.modality_expert import ModalityExpertLinear, expert_modality
+from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.modality_expert_module import ModalityExpertMethod
 from fedmllm.types import ClientUpdate
 
@@ -112,3 +114,41 @@ def test_a_round_of_modality_experts_averages_each_expert_over_exactly_its_holde
     one = _expert_bytes(engine.model)  # bytes of one modality's expert over all layers
     assert sim.comm["up_bytes"] == 4 * one  # ct_a: ct, mix: ct + mri, mri: mri
     assert sim.comm["down_bytes"] == 4 * one  # each client received only what it trains
+
+
+def _rounds(sim: Simulator, n: int) -> None:
+    for _ in range(n):
+        sim.run_round()
+        sim.round += 1
+
+
+def test_with_one_client_per_modality_each_expert_trains_exactly_like_standalone_lora(tmp_path):
+    """The reference: plain LoRA trained alone from the expert's initial value.
+
+    Each expert has one holder, so expert-aware averaging returns that client's tensor and the
+    expert follows the same trajectory as that client's Standalone LoRA (to float rounding).
+    """
+    cfg = FederationConfig(rounds=2, local_steps=3, batch_size=3, lr=0.02, eval_every=0)
+    clients = [
+        Client("ct", "vqa", make_samples("ct", 6, seed=1), []),
+        Client("mri", "vqa", make_samples("mri", 6, seed=2), []),
+    ]
+    targets = {"target_modules": ["q_proj", "v_proj"], "r": 2, "alpha": 4, "dropout": 0.0}
+    me = ModalityExpertMethod(tiny_engine(tmp_path / "me"), ["ct", "mri"], **targets)
+    sim = Simulator(cpu_fabric(), me.engine, me, ExpertAware(), clients, cfg, tmp_path / "a")
+    _rounds(sim, 2)
+    for m in ("ct", "mri"):
+        alone = LoRAMethod(tiny_engine(tmp_path / m), share="none", **targets)
+        tag = f".experts.{m}."
+        as_lora = {k.replace(tag, "."): v for k, v in sim.initial_state.items() if tag in k}
+        alone.load_adapter_state(as_lora)  # start from the expert's initial value
+        ref = Simulator(
+            cpu_fabric(), alone.engine, alone, NoAggregation(), clients, cfg, tmp_path / m
+        )
+        _rounds(ref, 2)
+        private = ref.store.get(m)[0]
+        assert private and set(private) == set(as_lora)
+        for key, value in private.items():
+            expert = sim.global_state[key.replace(".lora_", f"{tag}lora_")]
+            torch.testing.assert_close(expert, value, rtol=1e-6, atol=1e-8)  # bit-equal on CPU
+            assert not torch.equal(value, as_lora[key]) or "lora_A" in key  # it trained
