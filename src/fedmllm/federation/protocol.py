@@ -22,7 +22,17 @@ class Engine(Protocol):
 
 
 class FederatedMethod(Protocol):
-    """A LightningModule that trains adapters locally and says which tensors travel."""
+    """A LightningModule that trains adapters locally and says which tensors travel.
+
+    Optional hooks the round loop calls when a method defines them (not part of the protocol,
+    so methods without them need nothing):
+
+    - ``begin_round(round_idx, num_rounds)``: before each round's first local update (for
+      round-dependent local schedules such as UniFLoW's ``by_round``).
+    - ``received_keys(global_keys) -> list[str]``: after a client's local update, the global
+      keys that client needed; the down-link counts only those (default: the whole global
+      state).
+    """
 
     def adapter_state(self) -> AdapterState:
         """All adapter tensors of the engine now (CPU copies)."""

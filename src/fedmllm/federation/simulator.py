@@ -157,6 +157,20 @@ class Simulator:
         self.store.put(client_id, private, self.optimizer.state_dict())
         return ClientUpdate(client_id, shared, len(client.train), metrics)
 
+    def _down_bytes(self) -> int:
+        """Bytes of the global state the client just trained needed to receive.
+
+        All of it, unless the method narrows it with the optional ``received_keys`` hook
+        (a modality-expert client needs only its own experts; a text-only client no
+        vision-side tensor). Counted after the local update because the method learns what
+        the client's data reaches while training; the global state does not change meanwhile.
+        """
+        narrow = getattr(self.method, "received_keys", None)
+        if narrow is None:
+            return state_nbytes(self.global_state)
+        keys = set(narrow(list(self.global_state)))
+        return state_nbytes({k: v for k, v in self.global_state.items() if k in keys})
+
     def run_round(self, progress: Progress | None = None, task_id: Any = None) -> dict[str, Any]:
         """Train the sampled clients of ``self.round`` and aggregate; returns the round's logs."""
         progress = progress if progress is not None else Progress(disable=True)
@@ -167,11 +181,13 @@ class Simulator:
         )
         progress.reset(task_id, total=len(chosen))
         updates = []
-        down = state_nbytes(self.global_state)
+        begin_round = getattr(self.method, "begin_round", None)
+        if begin_round is not None:  # optional hook: round-dependent local schedules
+            begin_round(self.round, self.cfg.rounds)
         for cid in chosen:
             progress.update(task_id, description=f"client {cid}")
-            self.comm["down_bytes"] += down
             update = self._local_update(cid)
+            self.comm["down_bytes"] += self._down_bytes()
             self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
             updates.append(update)
             progress.advance(task_id)
