@@ -6,6 +6,7 @@ Every function returns a ``Figure`` so that tests (and the notebook) can inspect
 
 from __future__ import annotations
 
+import io
 import math
 from pathlib import Path
 
@@ -56,10 +57,10 @@ def client_bars(comp: Comparison) -> Figure:
         ax.bar(xs, means, width, yerr=errs, capsize=2, label=row.label, color=color[row.label])
     ref = comp.reference
     if ref is not None:
-        for c, col in enumerate(cols):
-            if col in ref.scores:
-                y = 100 * ref.scores[col].mean
-                ax.hlines(y, c - 0.45, c + 0.45, colors="black", linestyles="--", linewidth=1.2)
+        at = [c for c, col in enumerate(cols) if col in ref.scores]
+        ys = [100 * ref.scores[cols[c]].mean for c in at]
+        lines = ax.hlines(ys, [c - 0.45 for c in at], [c + 0.45 for c in at], colors="black")
+        lines.set(linestyles="--", linewidth=1.2, gid="reference")
         ax.plot([], [], "k--", label=f"{ref.label} (reference)")
     ax.set_xticks(range(len(cols)))
     ax.set_xticklabels([f"{c}\n({comp.metrics[c]})" if c in comp.metrics else c for c in cols])
@@ -138,6 +139,14 @@ def comm_vs_accuracy(comp: Comparison) -> Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def png_bytes(fig: Figure, dpi: int = 110) -> bytes:
+    """The figure as PNG bytes (for ``IPython.display.Image`` in a notebook), then closed."""
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return buf.getvalue()
 
 
 PLOTS = {
