@@ -79,12 +79,23 @@ def test_welford_variance_matches_torch_var_and_pairwise_is_bounded():
     flat = torch.stack([torch.cat([s[A].flatten(), s[B].flatten()]) for s in states.values()])
     assert rec["variance"] == pytest.approx(float(flat.double().var(0, unbiased=False).mean()))
     assert "cos_pairwise" not in rec  # 5 clients > pairwise_max
-    m = Moments()
-    m.add(states["0"])
-    with pytest.raises(KeyError, match="differ in keys"):
-        m.add({A: torch.zeros(4, 8)})
     with pytest.raises(KeyError, match="reference lacks"):
         drift_stats(_source(states), {}, {A: torch.zeros(4, 8)})
+
+
+def test_keys_not_common_to_all_clients_are_skipped_not_fatal():
+    # q lacks B and has an extra C: only A is common to both clients
+    states = {
+        "p": {A: torch.tensor([[0.0, 2.0]]), B: torch.ones(1, 1)},
+        "q": {A: torch.tensor([[2.0, 2.0]]), "C": torch.ones(3)},
+    }
+    rec = drift_stats(_source(states), {}, {A: torch.zeros(1, 2), B: torch.zeros(1, 1)})
+    assert rec["keys"] == 1 and rec["skipped_keys"] == 2  # B and C
+    assert rec["variance"] == pytest.approx((1.0 + 0.0) / 2)  # A: elements [0,2] and [2,2]
+    m = Moments()
+    m.add({A: torch.zeros(1, 2)})
+    m.add({A: torch.zeros(2, 2)})  # heterogeneous ranks: same key, another shape
+    assert m.mean == {} and m.skipped == {A}
 
 
 def test_round_loop_records_drift_of_the_clients_local_adapters(make_cfg, tmp_path):

@@ -51,19 +51,30 @@ def tensor_kind(key: str) -> str:
 
 @dataclass
 class Moments:
-    """Welford running mean and M2 per key over clients (float64, exact 0 for equal inputs)."""
+    """Welford running mean and M2 per key over clients (float64, exact 0 for equal inputs).
+
+    Only keys every client has, with one shape, are kept: clients with private tensors of
+    their own (per-cluster experts, heterogeneous ranks) do not stop the diagnostics, and
+    ``skipped`` counts what was left out.
+    """
 
     count: int = 0
     mean: dict[str, torch.Tensor] = field(default_factory=dict)
     m2: dict[str, torch.Tensor] = field(default_factory=dict)
+    skipped: set[str] = field(default_factory=set)
 
     def add(self, state: AdapterState) -> None:
-        """Fold one client's state in; every client must carry the same keys and shapes."""
-        if self.count and set(state) != set(self.mean):
-            diff = sorted(set(state) ^ set(self.mean))[:3]
-            raise KeyError(f"clients' local states differ in keys, e.g. {diff}")
+        """Fold one client's state in."""
+        if self.count:
+            for k in list(self.mean):
+                if k not in state or state[k].shape != self.mean[k].shape:
+                    self.skipped.add(k)
+                    del self.mean[k], self.m2[k]
+            self.skipped.update(k for k in state if k not in self.mean)
         self.count += 1
         for k, t in state.items():
+            if k in self.skipped:
+                continue
             x = t.detach().to("cpu", torch.float64)
             if self.count == 1:
                 self.mean[k], self.m2[k] = x.clone(), torch.zeros_like(x)
@@ -123,7 +134,8 @@ def drift_stats(
         pairwise_max: Compute the K×K update-cosine matrix only for K up to this (0: never).
 
     Returns:
-        A JSON-able dict: ``clients``, ``variance``, ``variance_by_kind``, ``dist_global``
+        A JSON-able dict: ``clients``, ``variance``, ``variance_by_kind``, ``keys`` and
+        ``skipped_keys`` (tensors measured / not common to all clients), ``dist_global``
         (if anything is shared), ``dist_mean``, ``cos_mean`` and maybe ``cos_pairwise``.
     """
     moments = Moments()
@@ -142,6 +154,8 @@ def drift_stats(
         "clients": ids,
         "variance": variance,
         "variance_by_kind": by_kind,
+        "keys": len(keys),
+        "skipped_keys": len(moments.skipped),
         "dist_mean": {},
         "cos_mean": {},
     }
