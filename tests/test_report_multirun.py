@@ -102,6 +102,8 @@ def test_report_numbers_equal_the_runs_results(multirun, tmp_path, capsys):
     assert float(costs["fedavg"]["peak_rss_mb"]) == pytest.approx(
         (r0["peak_rss_mb"] + r1["peak_rss_mb"]) / 2
     )
+    round_s = [statistics.mean(h["wall_s"] for h in r["history"] if "train" in h) for r in (r0, r1)]
+    assert float(costs["fedavg"]["round_s"]) == pytest.approx(statistics.mean(round_s))
     assert {p.suffix for p in out.iterdir()} == {".md", ".csv", ".tex"}
 
 

@@ -189,6 +189,7 @@ class Simulator:
         logs.update(self._record_round(updates, before))
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
         logs["round/wall_s"] = time.perf_counter() - t0
+        self.history[-1]["wall_s"] = logs["round/wall_s"]  # the round entry _record_round added
         return logs
 
     def _record_round(self, updates: list[ClientUpdate], before: AdapterState) -> dict[str, float]:

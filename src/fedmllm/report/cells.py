@@ -107,12 +107,13 @@ def comparison_spec(comp: Comparison) -> TableSpec:
 def costs_spec(comp: Comparison) -> TableSpec:
     """Communication per round (both directions), total bytes, peak memory and wall time."""
     header = ["Method", "seeds", "rounds", "↑ / round", "↓ / round", "total ↑+↓", "peak RSS MB"]
-    header.append("wall s")
+    header += ["s / round", "wall s"]
     sections: list[Section] = []
     for row in comp.rows:
         if not sections or sections[-1].title != row.group:
             sections.append(Section(row.group))
         rounds = sorted({r.rounds for r in row.runs})
+        round_s = row.cost("round_s")
         sections[-1].rows.append(
             [
                 Cell(row.label),
@@ -122,8 +123,13 @@ def costs_spec(comp: Comparison) -> TableSpec:
                 Cell(human_bytes(row.cost("down_per_round").mean)),
                 Cell(human_bytes(row.cost("total_bytes").mean)),
                 Cell(stat_cell(row.cost("peak_rss_mb"), scale=1.0, digits=0)),
+                Cell(stat_cell(round_s, scale=1.0, digits=2) if round_s.n else "—"),
                 Cell(stat_cell(row.cost("wall_s"), scale=1.0, digits=1)),
             ]
         )
-    notes = ["Bytes are what travels (all sampled clients); memory and time as measured, ± std."]
+    notes = [
+        "Bytes are what travels (all sampled clients); memory and time as measured, ± std; "
+        "s / round: mean training+aggregation time of a round; wall s: the whole run, "
+        "including building caches and evaluation."
+    ]
     return TableSpec(f"{comp.benchmark}: costs", header, sections, notes, numeric_from=2)

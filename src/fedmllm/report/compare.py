@@ -52,8 +52,8 @@ class Row:
         return sorted(r.seed for r in self.runs)
 
     def cost(self, attr: str) -> Stat:
-        """A cost over seeds: ``up_per_round``, ``down_per_round``, ``total_bytes``, or a
-        numeric ``Run`` field such as ``wall_s`` / ``peak_rss_mb``."""
+        """A cost over seeds: ``up_per_round``, ``down_per_round``, ``total_bytes``,
+        ``round_s`` (mean round time, if recorded), or a ``Run`` field (``wall_s``, ...)."""
         values = []
         for r in self.runs:
             if attr == "up_per_round":
@@ -62,6 +62,10 @@ class Row:
                 values.append(r.down_bytes / max(r.rounds, 1))
             elif attr == "total_bytes":
                 values.append(float(r.up_bytes + r.down_bytes))
+            elif attr == "round_s":  # training + aggregation, without building caches or eval
+                rounds = [h["wall_s"] for h in r.history if "wall_s" in h and "train" in h]
+                if rounds:
+                    values.append(statistics.fmean(rounds))
             else:
                 values.append(float(getattr(r, attr)))
         return Stat(values)

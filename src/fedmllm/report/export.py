@@ -106,10 +106,10 @@ def costs_csv(comp: Comparison) -> str:
     """One line per row: mean costs over seeds (bytes, MB, seconds), unrounded."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    fields = ("up_per_round", "down_per_round", "total_bytes", "peak_rss_mb", "wall_s")
+    fields = ("up_per_round", "down_per_round", "total_bytes", "peak_rss_mb", "round_s", "wall_s")
     w.writerow(["benchmark", "group", "method", "label", "n_seeds", *fields, "wall_s_std"])
     for row in comp.rows:
-        values = [repr(row.cost(f).mean) for f in fields]
+        values = [repr(row.cost(f).mean) if row.cost(f).n else "" for f in fields]
         std = row.cost("wall_s").std
         w.writerow(
             [comp.benchmark, row.group, row.method, row.label, len(row.runs), *values]

@@ -48,7 +48,7 @@ def client_bars(comp: Comparison) -> Figure:
     rows = _bar_rows(comp)
     cols = comp.columns
     color = colors(comp)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.4 * len(cols) * max(len(rows), 1) / 2), 4.2))
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(cols) * max(len(rows), 1)), 4.8))
     width = 0.8 / max(len(rows), 1)
     for i, row in enumerate(rows):
         xs = [c + (i - (len(rows) - 1) / 2) * width for c in range(len(cols))]
@@ -67,7 +67,8 @@ def client_bars(comp: Comparison) -> Figure:
     ax.set_xlabel("client (main metric)")
     ax.set_ylabel("score (%)")
     ax.set_title(f"{comp.benchmark}: per-client scores")
-    ax.legend(fontsize="small", ncol=2)
+    # Below the axes: inside, it would cover the reference lines of the tallest clients.
+    ax.legend(fontsize="small", ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
     fig.tight_layout()
     return fig
 
