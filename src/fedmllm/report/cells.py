@@ -6,7 +6,6 @@ with ↑/↓; the best mean of each column (among all rows but Centralized) is b
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from fedmllm.report.collect import REFERENCE
@@ -17,6 +16,8 @@ FLAG = "1+1<1"
 
 @dataclass
 class Cell:
+    """One table cell: its text and whether it is the best of its column."""
+
     text: str
     bold: bool = False
 
@@ -38,10 +39,6 @@ class TableSpec:
     sections: list[Section]
     notes: list[str] = field(default_factory=list)
     numeric_from: int = 1  # columns from here on are right-aligned
-
-
-def pct(x: float) -> str:
-    return "nan" if math.isnan(x) else f"{100 * x:.2f}"
 
 
 def stat_cell(s: Stat | None, scale: float = 100.0, digits: int = 2) -> str:
