@@ -139,15 +139,28 @@ def test_groups_order_override_and_centralized_not_bold(tmp_path):
     assert all(d is None for r in comp.rows for d in r.delta.values())
 
 
-def test_ablation_variants_become_rows_and_seed_derived_keys_do_not(tmp_path):
+def test_ablation_variants_become_rows_each_compared_with_its_own_standalone(tmp_path):
     for seed in (0, 1):
-        for r in (4, 8):
-            cfg = {"method": {"r": r}, "paths": {"log_dir": f"/x/{seed}{r}"}}
-            write_run(tmp_path, f"{seed}{r}", "fedavg", seed, {"vqa": r / 10}, config=cfg)
+        for method in ("fedavg", "standalone"):
+            for r in (4, 16):
+                cfg = {"method": {"r": r}, "paths": {"log_dir": f"/x/{seed}{r}"}}
+                score = r / 100 + (0.1 if method == "standalone" else 0.0)
+                write_run(tmp_path, f"{method}{seed}{r}", method, seed, {"vqa": score}, config=cfg)
     [comp] = compare(collect([tmp_path]))
-    assert [r.label for r in comp.rows] == ["FedAvg [method.r=4]", "FedAvg [method.r=8]"]
-    assert [r.seeds for r in comp.rows] == [[0, 1], [0, 1]]
-    assert comp.rows[1].scores["vqa"].mean == pytest.approx(0.8)
+    labels = [r.label for r in comp.rows]  # numbers sort as numbers: 4 before 16
+    assert labels == [
+        "Standalone [method.r=4]",
+        "Standalone [method.r=16]",
+        "FedAvg [method.r=4]",
+        "FedAvg [method.r=16]",
+    ]
+    assert all(r.seeds == [0, 1] for r in comp.rows)  # benchmark.seed follows seed: not a variant
+    fa4, fa16 = comp.rows[2], comp.rows[3]
+    assert fa4.reference is comp.rows[0] and fa16.reference is comp.rows[1]
+    assert fa4.delta["vqa"] == pytest.approx(-0.1) and fa16.delta["vqa"] == pytest.approx(-0.1)
+    assert comp.rows[1].delta["vqa"] is None  # each Standalone is its own variant's reference
+    notes = comparison_spec(comp).notes
+    assert "1+1<1: FedAvg [method.r=16] below Standalone [method.r=16] on vqa" in notes
 
 
 def test_history_series_mix_eval_and_round_entries(tmp_path):

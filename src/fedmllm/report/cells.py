@@ -90,14 +90,17 @@ def comparison_spec(comp: Comparison) -> TableSpec:
         flag = f"{n_flag}/{len(comp.clients)}" if federated else ""
         cells = [Cell(row.label), Cell(",".join(map(str, row.seeds)))]
         sections[-1].rows.append([*cells, *_score_cells(comp, row), Cell(flag)])
-    ref = comp.reference.label if comp.reference is not None else None
+    ref = comp.reference.label if comp.reference is not None else "no reference"
+    own = {r.reference.label for r in comp.rows if r.reference is not None} - {ref}
+    vs = f"{ref} (or the {comp.reference.method} row of the same variant)" if own else ref
     notes = [
-        f"Scores in %, mean ± sample std over seeds; Δ in points vs {ref or 'no reference'}; "
+        f"Scores in %, mean ± sample std over seeds; Δ in points vs {vs}; "
         "best mean per column in bold (Centralized excluded)."
     ]
     for row in comp.rows:
-        if row.below_reference:
-            notes.append(f"{FLAG}: {row.label} below {ref} on {', '.join(row.below_reference)}")
+        if row.below_reference and row.reference is not None:
+            worse = ", ".join(row.below_reference)
+            notes.append(f"{FLAG}: {row.label} below {row.reference.label} on {worse}")
     return TableSpec(f"{comp.benchmark}: comparison", header, sections, notes, numeric_from=2)
 
 

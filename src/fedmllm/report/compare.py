@@ -7,6 +7,7 @@ the console and the exports lives in ``cells.py``, ``console.py`` and ``export.p
 from __future__ import annotations
 
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,11 @@ class Row:
     scores: dict[str, Stat]  # client id (and AVG) → main metric over seeds
     delta: dict[str, float | None] = field(default_factory=dict)  # mean − reference mean
     below_reference: list[str] = field(default_factory=list)  # clients where "1+1<1"
+    reference: Row | None = None  # the row Δ is taken against
+
+    @property
+    def variant(self) -> str:
+        return self.runs[0].variant
 
     @property
     def seeds(self) -> list[int]:
@@ -79,7 +85,7 @@ class Comparison:
     clients: list[str]
     metrics: dict[str, str]  # client id → main metric name
     rows: list[Row]
-    reference: Row | None
+    reference: Row | None  # the default reference (rows may have their own, see Row.reference)
     best: dict[str, set[str]] = field(default_factory=dict)  # column → labels in bold
 
     @property
@@ -98,20 +104,36 @@ def _row(runs: list[Run], clients: list[str]) -> Row:
     return Row(first.group, first.method, first.display, runs, scores)
 
 
-def _pick_reference(rows: list[Row], name: str) -> Row | None:
-    candidates = [r for r in rows if r.method == name]
-    # The default configuration (no distinguishing overrides) is the floor the paper uses.
-    candidates.sort(key=lambda r: (r.runs[0].variant != "", r.label))
-    return candidates[0] if candidates else None
+def _assign_references(rows: list[Row], name: str) -> Row | None:
+    """Give every row its Δ reference; return the default one.
+
+    In an ablation (``method.r=4,16`` over Standalone and FedAvg) a row is compared with the
+    reference row of the same variant; rows without one use the default configuration's
+    (no distinguishing overrides), the floor the paper uses.
+    """
+    candidates = sorted(
+        (r for r in rows if r.method == name), key=lambda r: (r.variant != "", _natural(r.label))
+    )
+    default = candidates[0] if candidates else None
+    by_variant = {r.variant: r for r in candidates}
+    for row in rows:
+        row.reference = None if row.method == name else by_variant.get(row.variant, default)
+    return default
 
 
-def _mark(rows: list[Row], reference: Row | None, columns: list[str]) -> dict[str, set[str]]:
+def _natural(text: str) -> list[str | float]:
+    """Sort key with numbers compared as numbers: ``r=4`` before ``r=16``."""
+    parts: list[str | float] = re.split(r"(\d+(?:\.\d+)?(?:e-?\d+)?)", text)
+    return [float(p) if i % 2 else p for i, p in enumerate(parts)]
+
+
+def _mark(rows: list[Row], columns: list[str]) -> dict[str, set[str]]:
     """Fill Δ and the "1+1<1" flags; return the best label(s) per column."""
     for row in rows:
         for col in columns:
-            ref = reference.scores.get(col) if reference is not None else None
+            ref = row.reference.scores.get(col) if row.reference is not None else None
             mine = row.scores.get(col)
-            if row is reference or ref is None or mine is None:
+            if ref is None or mine is None:
                 row.delta[col] = None
                 continue
             row.delta[col] = mine.mean - ref.mean
@@ -159,11 +181,11 @@ def compare(runs: Sequence[Run], reference: str = "standalone") -> list[Comparis
                 r.group,
                 r.method != reference,
                 r.method == "centralized",
-                r.label,
+                _natural(r.label),
             )
         )
-        ref = _pick_reference(rows, reference)
+        ref = _assign_references(rows, reference)
         comp = Comparison(bench, clients, metrics, rows, ref)
-        comp.best = _mark(rows, ref, comp.columns)
+        comp.best = _mark(rows, comp.columns)
         out.append(comp)
     return out

@@ -10,12 +10,13 @@ from fedmllm.report.cells import TableSpec
 
 def rich_table(spec: TableSpec) -> Table:
     """The spec as a rich ``Table``: group rows dimmed italics, best cells bold, notes below."""
-    table = Table(title=spec.title, caption="\n".join(spec.notes), caption_justify="left")
+    # Text, not markup: labels such as "FedAvg [method.r=4]" contain brackets.
+    caption = Text("\n".join(spec.notes))
+    table = Table(title=spec.title, caption=caption, caption_justify="left")
     for i, h in enumerate(spec.header):
         table.add_column(h, justify="right" if i >= spec.numeric_from else "left")
     for section in spec.sections:
         table.add_row(Text(section.title, style="italic dim"))
-        # Text, not markup: labels such as "FedAvg [method.r=4]" contain brackets.
         for row in section.rows:
             table.add_row(*(Text(c.text, style="bold" if c.bold else "") for c in row))
         table.add_section()
