@@ -92,6 +92,11 @@ def test_keys_not_common_to_all_clients_are_skipped_not_fatal():
     rec = drift_stats(_source(states), {}, {A: torch.zeros(1, 2), B: torch.zeros(1, 1)})
     assert rec["keys"] == 1 and rec["skipped_keys"] == 2  # B and C
     assert rec["variance"] == pytest.approx((1.0 + 0.0) / 2)  # A: elements [0,2] and [2,2]
+    # a global of another rank than the clients' (heterogeneous ranks): no distance, no crash
+    rec = drift_stats(_source(states), {A: torch.zeros(4, 2)}, {A: torch.zeros(1, 2)})
+    assert "dist_global" not in rec and rec["dist_mean"]["p"] == pytest.approx(
+        1.0
+    )  # A: [0,2]-[1,2]
     m = Moments()
     m.add({A: torch.zeros(1, 2)})
     m.add({A: torch.zeros(2, 2)})  # heterogeneous ranks: same key, another shape

@@ -144,11 +144,14 @@ def drift_stats(
         ids.append(cid)
         moments.add(state)
     variance, by_kind = moments.variance()
-    keys = sorted(moments.mean)
-    missing = [k for k in keys if k not in reference]
+    missing = [k for k in moments.mean if k not in reference]
     if missing:
         raise KeyError(f"drift reference lacks local keys, e.g. {missing[:3]}")
-    shared = [k for k in keys if k in global_after]
+    # Heterogeneous ranks: a global (or initial) tensor of another shape than the clients'
+    # cannot be subtracted; such keys are left out of the distances and cosines, and counted.
+    keys = sorted(k for k, m in moments.mean.items() if reference[k].shape == m.shape)
+    moments.skipped.update(set(moments.mean) - set(keys))
+    shared = [k for k in keys if k in global_after and global_after[k].shape == reference[k].shape]
     mean_update = _flat_update(moments.mean, reference, keys)
     record: dict[str, Any] = {
         "clients": ids,
