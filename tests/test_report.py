@@ -200,3 +200,25 @@ def test_missing_paths_are_clear_errors(tmp_path, capsys):
     assert "no such run directory" in capsys.readouterr().err
     assert main([str(tmp_path)]) == 2
     assert "no results.json under" in capsys.readouterr().err
+
+
+def test_peak_rss_reset_makes_the_peak_per_run():
+    import resource
+
+    from fedmllm.utils.memory import reset_peak_rss
+
+    block = bytearray(300 * 2**20)
+    block[::4096] = b"x" * len(block[::4096])  # touch every page: resident
+    del block
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if not reset_peak_rss():
+        pytest.skip("this OS cannot reset the RSS high-water mark")
+    peak_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    assert peak_before - peak_after > 250  # the freed 300 MiB no longer counts
+
+
+def test_costs_note_names_runs_with_process_wide_peak(two_methods):
+    write_run(two_methods, "5", "fedprox", 0, {"vqa": 0.5, "report": 0.5}, peak_rss_scope="run")
+    [comp] = compare(collect([two_methods]))
+    [note] = [n for n in costs_spec(comp).notes if "process-wide" in n]
+    assert "FedAvg" in note and "Standalone" in note and "FedProx" not in note

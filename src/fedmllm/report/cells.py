@@ -132,4 +132,15 @@ def costs_spec(comp: Comparison) -> TableSpec:
         "s / round: mean training+aggregation time of a round; wall s: the whole run, "
         "including building caches and evaluation."
     ]
+    shared = [r.display for row in comp.rows for r in row.runs if _process_wide_rss(r.raw)]
+    if shared:
+        notes.append(
+            "peak RSS is process-wide (no per-run reset) for "
+            f"{', '.join(sorted(set(shared)))}: in a multirun it includes earlier jobs."
+        )
     return TableSpec(f"{comp.benchmark}: costs", header, sections, notes, numeric_from=2)
+
+
+def _process_wide_rss(results: dict) -> bool:
+    # Runs written before train.py reset the high-water mark carry no scope: process-wide.
+    return results.get("peak_rss_scope", "process") != "run"
