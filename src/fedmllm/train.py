@@ -24,6 +24,7 @@ from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.simulator import Client
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
+from fedmllm.utils.memory import reset_peak_rss
 from fedmllm.utils.runs import resolve_resume
 
 log = logging.getLogger(__name__)
@@ -148,6 +149,8 @@ def make_simulator(
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one federation as configured; returns ``(metrics, objects)``."""
     t0 = time.perf_counter()
+    # One process runs every job of a Hydra multirun: make peak_rss_mb this run's own peak.
+    rss_scope = "run" if reset_peak_rss() else "process"
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     # The resolved config beside the checkpoint lets eval.py rebuild this run outside Hydra.
@@ -172,6 +175,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out["wall_s"] = time.perf_counter() - t0
     validation = getattr(c.benchmark, "validation", None)
     results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
+    results["peak_rss_scope"] = rss_scope
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)
     (run_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -22,6 +22,7 @@ from fedmllm.federation.checkpoint import (
     set_rng_state,
 )
 from fedmllm.federation.client_store import ClientStore
+from fedmllm.federation.drift import drift_logs, drift_stats
 from fedmllm.federation.evaluation import (
     generate_all,
     score_predictions,
@@ -54,6 +55,8 @@ class FederationConfig:
     persist_optimizer: bool = True
     checkpoint: bool = True
     store_dir: str | None = None
+    drift: bool = True
+    drift_pairwise_max: int = 16
     seed: int = 0
 
 
@@ -191,12 +194,43 @@ class Simulator:
             self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
             updates.append(update)
             progress.advance(task_id)
+        # A copy: a server optimiser may update the global tensors in place.
+        before = (
+            {k: v.detach().clone() for k, v in self.global_state.items()} if self.cfg.drift else {}
+        )
         self.global_state = self.aggregator.aggregate(self.global_state, updates, self.round)
         logs: dict[str, float] = {
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
         }
+        logs.update(self._record_round(updates, before))
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
         logs["round/wall_s"] = time.perf_counter() - t0
+        self.history[-1]["wall_s"] = logs["round/wall_s"]  # the round entry _record_round added
+        return logs
+
+    def _record_round(self, updates: list[ClientUpdate], before: AdapterState) -> dict[str, float]:
+        """Append the round's train metrics and drift to ``history``; return the drift logs.
+
+        A client's local state is its full adapter after the update: what it sent plus the
+        private tensors just stored (see ``federation/drift.py`` for every quantity).
+        """
+        entry: dict[str, Any] = {
+            "round": self.round + 1,
+            "train": {u.client_id: dict(u.metrics) for u in updates},
+        }
+        logs: dict[str, float] = {}
+        if self.cfg.drift and updates:
+
+            def local_states() -> Iterator[tuple[str, AdapterState]]:
+                for u in updates:
+                    yield u.client_id, {**self.store.get(u.client_id)[0], **u.state}
+
+            reference = {**self.initial_state, **before}
+            entry["drift"] = drift_stats(
+                local_states, self.global_state, reference, self.cfg.drift_pairwise_max
+            )
+            logs = drift_logs(entry["drift"])
+        self.history.append(entry)
         return logs
 
     # ----------------------------------------------------------------- evaluation
