@@ -115,6 +115,10 @@ def cosine(u: torch.Tensor, v: torch.Tensor) -> float | None:
 
 
 def _flat_update(local: AdapterState, reference: AdapterState, keys: list[str]) -> torch.Tensor:
+    # No common key (e.g. clients that each hold other modality experts): an empty vector,
+    # whose cosine is undefined (None) rather than an error.
+    if not keys:
+        return torch.zeros(0, dtype=torch.float64)
     return torch.cat([(local[k].double() - reference[k].double()).flatten() for k in keys])
 
 
