@@ -6,11 +6,11 @@ scores are reproducible. Neither downloads anything unless told to.
 
 from __future__ import annotations
 
+import http.client
 import json
 import logging
 import os
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -181,7 +181,9 @@ class OpenAIJudge:
         for attempt in range(self.retries + 1):
             try:
                 return self._post(prompt)
-            except (urllib.error.URLError, OSError, ValueError, KeyError, IndexError) as exc:
+            # OSError covers URLError, HTTPError, timeouts and dropped connections; the others
+            # are a truncated or malformed reply.
+            except (OSError, http.client.HTTPException, ValueError, KeyError, IndexError) as exc:
                 log.warning(
                     "judge request to %s failed (attempt %d): %s", self.url, attempt + 1, exc
                 )
