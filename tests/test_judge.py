@@ -105,6 +105,8 @@ def test_judge_backend_config_errors_are_clear() -> None:
         make_judge_backend({"backend": "anthropic"})
     with pytest.raises(ValueError, match="bad arguments for the 'openai' judge"):
         make_judge_backend({"backend": "openai", "base_url": "http://127.0.0.1:1"})
+    with pytest.raises(ValueError, match="'float33'"):
+        make_judge_backend({"backend": "local", "path": "/m", "dtype": "float33"})
 
 
 # ---------------------------------------------------------------- a local causal LM
@@ -167,6 +169,11 @@ def test_local_judge_end_to_end_with_a_tiny_causal_lm(tmp_path: Path) -> None:
     assert metric.last_replies == ["score : 4", "", "score : 4"]
     assert result == {"judge": 4.0, "judge_unparsable": 1, "judge_failed": 0}
     assert metric.last_sample_scores == {"judge": [4.0, None, 4.0]}
+    # Another client's judge with the same model reuses the loaded one (no second load).
+    other = LLMJudge({"backend": "local", "path": str(tmp_path), "max_new_tokens": 6})
+    other.update(["x"], ["no acute findings ."])
+    assert other.backend._model is metric.backend._model
+    assert other.compute()["judge"].item() == 4.0
 
 
 def test_local_judge_missing_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -21,6 +21,9 @@ import torch
 
 log = logging.getLogger(__name__)
 
+# Loaded judges by (path, device, dtype): every client's metric collection shares one model.
+_LOADED: dict[tuple[str, str, str], tuple[Any, Any]] = {}
+
 
 class LocalJudge:
     """A causal LM loaded with ``transformers`` from a local directory (e.g. Qwen3-8B).
@@ -53,6 +56,8 @@ class LocalJudge:
         self.max_new_tokens = max_new_tokens
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if dtype != "auto" and not isinstance(getattr(torch, dtype, None), torch.dtype):
+            raise ValueError(f"judge dtype {dtype!r} is not 'auto' or a torch dtype name")
         self.dtype = dtype
         self.chat_template = chat_template
         self.enable_thinking = enable_thinking
@@ -61,6 +66,12 @@ class LocalJudge:
         self._tokenizer: Any = None
 
     def _load(self) -> None:
+        key = (str(self.path), self.device, self.dtype)
+        if key not in _LOADED:
+            _LOADED[key] = self._from_pretrained()
+        self._model, self._tokenizer = _LOADED[key]
+
+    def _from_pretrained(self) -> tuple[Any, Any]:
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         local_only = not self.allow_download
@@ -80,7 +91,8 @@ class LocalJudge:
         tok.padding_side = "left"  # generation appends on the right
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        self._model, self._tokenizer = model.to(self.device).eval(), tok
+        log.info("judge %s loaded on %s", self.path, self.device)
+        return model.to(self.device).eval(), tok
 
     def _render(self, prompt: str) -> str:
         tok = self._tokenizer
