@@ -315,10 +315,25 @@ def test_task_metrics_keys_and_values() -> None:
     vqa.update(["yes", "The left lung."], ["yes", "left lung"])
     report.update(REPORT_PREDS, REPORT_TARGETS)
     detection.update(["[0.1, 0.1, 0.5, 0.5]", "none"], ["[0.1, 0.1, 0.5, 0.5]", "[0, 0, 1, 1]"])
-    # Assert
-    assert compute_scalars(vqa) == pytest.approx({"em": 1.0, "em_strict": 0.5})
+    # Assert. Without answer types, "yes" is closed (a yes/no reference) and "left lung" open.
+    # token_acc: "yes" 1 of 1; "the left lung ." vs "left lung" 0 positional matches of 4.
+    assert compute_scalars(vqa) == pytest.approx(
+        {
+            "em": 1.0,
+            "em_strict": 0.5,
+            "closed_acc": 1.0,
+            "closed_f1": 1.0,  # only "yes" occurred: its F1 is 1, "no" is left out
+            "n_closed": 1,
+            "open_recall": 1.0,
+            "n_open": 1,
+            "token_acc": 1 / 5,
+        }
+    )
     scores = compute_scalars(report)
-    assert set(scores) == {"bleu4", "rougeL"}
+    assert set(scores) == {"bleu1", "bleu2", "bleu3", "bleu4", "rouge1", "rouge2", "rougeL"}
+    # Counts of test_bleu_two_sentence_corpus: BLEU-1 = 14/16, BLEU-2 = sqrt(14/16 * 10/14).
+    assert scores["bleu1"] == pytest.approx(14 / 16, rel=1e-6)
+    assert scores["bleu2"] == pytest.approx((14 / 16 * 10 / 14) ** 0.5, rel=1e-6)
     assert scores["bleu4"] == pytest.approx((3 / 32) ** 0.25, rel=1e-6)
     assert compute_scalars(detection) == pytest.approx({"iou": 0.5, "hit50": 0.5, "unparsable": 1})
     assert all(isinstance(v, float) for v in compute_scalars(detection).values())
@@ -330,7 +345,10 @@ def test_collection_keeps_states_apart_when_first_batch_agrees() -> None:
     collection = task_metrics("vqa")
     collection.update(["yes"], ["yes"])
     collection.update(["Yes."], ["yes"])
-    assert compute_scalars(collection) == pytest.approx({"em": 1.0, "em_strict": 0.5})
+    scores = compute_scalars(collection)
+    assert {k: scores[k] for k in ("em", "em_strict")} == pytest.approx(
+        {"em": 1.0, "em_strict": 0.5}
+    )
 
 
 def test_main_metric_and_keys_cover_every_task() -> None:

@@ -109,6 +109,9 @@ def build_components(cfg: DictConfig) -> Components:
     fed_cfg = FederationConfig(
         **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed
     )
+    # A benchmark may choose its clients' metrics (client id or task -> names); config wins.
+    chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
+    fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
     train_clients, eval_clients = _clients(benchmark, method.pooled)
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)

@@ -24,7 +24,10 @@ from fedmllm.federation.checkpoint import (
 from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.drift import drift_logs, drift_stats
 from fedmllm.federation.evaluation import (
+    GLOBAL_MODEL,
+    MetricPlan,
     generate_all,
+    max_new_tokens_for,
     score_predictions,
     write_predictions,
 )
@@ -52,6 +55,8 @@ class FederationConfig:
     max_new_tokens: dict[str, int] = field(
         default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24}
     )
+    metrics: dict[str, list[str]] = field(default_factory=dict)
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     persist_optimizer: bool = True
     checkpoint: bool = True
     store_dir: str | None = None
@@ -234,29 +239,84 @@ class Simulator:
         return logs
 
     # ----------------------------------------------------------------- evaluation
+    @property
+    def metric_plan(self) -> MetricPlan:
+        """Which metrics score which client (``federation.metrics`` / ``metric_options``)."""
+        if getattr(self, "_metric_plan", None) is None:
+            self._metric_plan = MetricPlan(self.cfg.metrics, self.cfg.metric_options)
+        return self._metric_plan
+
     def _baseline(self, client: Any) -> dict[str, float]:
+        # Building the full collection checks the client's metric names and options up front.
+        self.metric_plan.collection(client.client_id, client.task)
         source = self.train_clients.get(client.client_id, client)
         pred = trivial_prediction(client.task, [s.answer for s in source.train])
-        return score_predictions(client.task, [pred] * len(client.test), client.test)
+        # The trivial baseline skips metrics that run a model (BERTScore, the judge).
+        metrics = self.metric_plan.collection(client.client_id, client.task, skip_expensive=True)
+        return score_predictions(metrics, [pred] * len(client.test), client.test)[0]
+
+    def _load_model(self, model_id: str) -> None:
+        """Load a client's personalised model, or the global one for ``GLOBAL_MODEL``."""
+        if model_id == GLOBAL_MODEL:
+            # The global model: initial adapters with the global shared tensors, no private ones.
+            self.method.load_adapter_state({**self.initial_state, **self.global_state})
+        else:
+            self._swap_in(model_id)
+
+    def _score_client(self, client: Any, write_path: Path | None) -> dict[str, float]:
+        """Generate for ``client``'s test split with the loaded model and score it."""
+        preds = generate_all(
+            self.method,
+            self.engine.gen_collator,
+            client.test,
+            self.cfg.eval_batch_size,
+            max_new_tokens_for(self.cfg.max_new_tokens, client.task),
+        )
+        metrics = self.metric_plan.collection(client.client_id, client.task)
+        scores, per_sample = score_predictions(metrics, preds, client.test)
+        if write_path is not None:
+            write_predictions(write_path, client.test, preds, per_sample)
+        return scores
 
     def evaluate(self, write_dir: Path | None = None) -> dict[str, dict[str, float]]:
         """Score each evaluation client's personalised model on its own test split."""
         scores: dict[str, dict[str, float]] = {}
         self.method.eval()
-        for client in self.eval_clients:
-            self._swap_in(client.client_id)
-            max_new = self.cfg.max_new_tokens.get(client.task, 32)
-            preds = generate_all(
-                self.method,
-                self.engine.gen_collator,
-                client.test,
-                self.cfg.eval_batch_size,
-                max_new,
-            )
-            scores[client.client_id] = score_predictions(client.task, preds, client.test)
-            if write_dir is not None:
-                write_predictions(write_dir / f"{client.client_id}.jsonl", client.test, preds)
-        self.method.train()
+        try:
+            for client in self.eval_clients:
+                self._swap_in(client.client_id)
+                path = None if write_dir is None else write_dir / f"{client.client_id}.jsonl"
+                scores[client.client_id] = self._score_client(client, path)
+        finally:
+            self.method.train()
+        return scores
+
+    def evaluate_model(
+        self, model_id: str, write_dir: Path | None = None
+    ) -> dict[str, dict[str, float]]:
+        """Score one model on every evaluation client's test split.
+
+        Args:
+            model_id: A client id (its personalised model) or ``GLOBAL_MODEL``.
+            write_dir: Where ``<client>.jsonl`` predictions go (none when None).
+
+        Returns:
+            Test client id -> scores. Row ``model_id`` of the cross-client matrix; for a client
+            id its own entry equals :meth:`evaluate`'s (same model, batches and metrics).
+        """
+        known = {c.client_id for c in self.eval_clients} | set(self.train_clients)
+        if model_id != GLOBAL_MODEL and model_id not in known:
+            raise KeyError(f"no client {model_id!r}; clients are {sorted(known)}")
+        scores: dict[str, dict[str, float]] = {}
+        self.method.eval()
+        try:
+            self._load_model(model_id)
+            for client in self.eval_clients:
+                path = None if write_dir is None else write_dir / f"{client.client_id}.jsonl"
+                scores[client.client_id] = self._score_client(client, path)
+                log.info("model %s on client %s: done", model_id, client.client_id)
+        finally:
+            self.method.train()
         return scores
 
     def _eval_logs(self, scores: dict[str, dict[str, float]]) -> dict[str, float]:

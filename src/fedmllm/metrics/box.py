@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchmetrics import Metric
 
 from fedmllm.metrics._inputs import check_pairs
+from fedmllm.metrics.base import TextMetric
 from fedmllm.metrics.box_parse import Box, box_iou, clean_box, parse_box
 
 
@@ -30,7 +30,7 @@ HIT_THRESHOLD = 0.5
 """IoU at or above which a predicted box counts as a hit (the ``hit50`` key)."""
 
 
-class BoxIoU(Metric):
+class BoxIoU(TextMetric):
     """Mean IoU of the first box written in each prediction against its target box.
 
     Coordinates are clamped to [0, 1]. A prediction with no readable box, or whose box is
@@ -42,11 +42,8 @@ class BoxIoU(Metric):
 
     ``compute()`` returns ``{"iou": mean IoU, "hit50": fraction with IoU >= 0.5,
     "unparsable": number of unreadable or empty predictions}`` (means are 0 before any update).
+    Per sample: ``iou`` and ``hit50`` (0 for an unreadable prediction).
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
 
     iou_sum: torch.Tensor
     hits: torch.Tensor
@@ -75,20 +72,22 @@ class BoxIoU(Metric):
         """
         check_pairs(preds, targets)
         iou_sum, hits, unparsable = 0.0, 0, 0
+        per_sample: dict[str, list[float | None]] = {"iou": [], "hit50": []}
         for pred, target in zip(preds, targets, strict=True):
             gt = _target_box(target)
             parsed = parse_box(pred)
             box = clean_box(parsed) if parsed is not None else None
-            if box is None:
-                unparsable += 1
-                continue
-            iou = box_iou(box, gt)
+            iou = 0.0 if box is None else box_iou(box, gt)
+            unparsable += int(box is None)
             iou_sum += iou
             hits += int(iou >= HIT_THRESHOLD)
+            per_sample["iou"].append(iou)
+            per_sample["hit50"].append(float(iou >= HIT_THRESHOLD))
         self.iou_sum += iou_sum
         self.hits += hits
         self.unparsable += unparsable
         self.total += len(preds)
+        self.last_sample_scores = per_sample
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Mean IoU, hit rate and the count of unreadable predictions since the last reset."""

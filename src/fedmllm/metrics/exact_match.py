@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torchmetrics import Metric
 
-from fedmllm.metrics._inputs import check_pairs
+from fedmllm.metrics._inputs import Target, check_pairs, references
+from fedmllm.metrics.base import TextMetric
 from fedmllm.metrics.normalize import normalize_answer
 
 
-class ExactMatch(Metric):
-    """Fraction of predictions equal to their target answer.
+class ExactMatch(TextMetric):
+    """Fraction of predictions equal to their target answer (to any one of several references).
 
     Args:
         strict: Compare after ``str.strip()`` only. Otherwise both sides go through
@@ -20,12 +20,8 @@ class ExactMatch(Metric):
             articles, whitespace), as in the VQA evaluation.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
 
-    ``compute()`` returns a scalar tensor in [0, 1] (0 before any update).
+    ``compute()`` returns a scalar tensor in [0, 1] (0 before any update). Per sample: 1 or 0.
     """
-
-    is_differentiable = False
-    higher_is_better = True
-    full_state_update = False
 
     correct: torch.Tensor
     total: torch.Tensor
@@ -39,17 +35,21 @@ class ExactMatch(Metric):
     def _canon(self, text: str) -> str:
         return text.strip() if self.strict else normalize_answer(text)
 
-    def update(self, preds: Sequence[str], targets: Sequence[str]) -> None:
+    def update(self, preds: Sequence[str], targets: Sequence[Target]) -> None:
         """Count matches in one batch.
 
         Args:
             preds: Generated answers.
-            targets: Reference answers, one per prediction.
+            targets: Reference answer(s), one entry per prediction.
         """
         check_pairs(preds, targets)
-        hits = sum(self._canon(p) == self._canon(t) for p, t in zip(preds, targets, strict=True))
-        self.correct += hits
+        hits = [
+            float(any(self._canon(p) == self._canon(r) for r in references(t)))
+            for p, t in zip(preds, targets, strict=True)
+        ]
+        self.correct += int(sum(hits))
         self.total += len(preds)
+        self.last_sample_scores = list(hits)
 
     def compute(self) -> torch.Tensor:
         """Accuracy over every sample seen since the last reset."""
