@@ -176,7 +176,8 @@ def evaluate_run(
         "history": sim.history,
         "aggregator": c.aggregator.describe(),
     }
-    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients)
+    validation = getattr(c.benchmark, "validation", None)
+    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
     results["evaluated_round"] = sim.round
     tasks = {cl.client_id: cl.task for cl in c.eval_clients}
     summary = matrix_summary(matrix, tasks)
