@@ -136,3 +136,31 @@ def test_fedmed_mole_runs_baselines_then_reuses_them(make_cfg, tmp_path) -> None
     assert all(-1.0 <= v <= 1.0 for v in sim["paths"].values())
     assert sim["clients"] == sorted(res["clients"])
     assert set(fedavg["path_similarity"]["paths"]) == {"lora"}
+
+
+@pytest.mark.slow
+def test_grid_sweep_skips_k_above_n_with_a_clear_error_and_runs_the_rest(tmp_path, cache_dir):
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    cmd = [
+        sys.executable,
+        str(root / "train.py"),
+        "-m",
+        "experiment=fedmed_mole",
+        "debug=smoke",
+        "compare_with=null",
+        "method.num_experts=1",
+        "method.top_k=2,1",
+        f"paths.data_dir={cache_dir}",
+        f"paths.log_dir={tmp_path}",
+        "logger=none",
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0  # Hydra reports the failed job at the end of the sweep
+    assert "top_k=2 must satisfy 1 <= top_k <= num_experts=1" in out
+    finished = list(tmp_path.glob("smoke/multiruns/*/*/results.json"))
+    assert len(finished) == 1  # the valid job after the failed one still ran
+    assert json.loads(finished[0].read_text())["config"]["method"]["top_k"] == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import logging
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -60,8 +61,7 @@ def baseline_configs(cfg: DictConfig) -> dict[str, DictConfig]:
     """The full config of every baseline named in ``cfg.compare_with``, in order.
 
     ``compare_with`` maps a label to ``{method: <method config>, aggregator: <aggregator
-    config>}``. Each baseline writes to ``<log_dir>/<task_name>.<label>/runs/<this run's
-    directory name>``.
+    config>}``. Each baseline writes to ``<log_dir>/<task_name>.<label>/runs/<time>``.
 
     Raises:
         ValueError: A malformed entry, an unknown config, or an override the baseline's
@@ -88,12 +88,19 @@ def baseline_configs(cfg: DictConfig) -> dict[str, DictConfig]:
             base.compare_method_overrides = None
             base.resume = None
             base.task_name = f"{cfg.task_name}.{label}"
-            run_name = Path(str(cfg.paths.output_dir)).name
-            base.paths.output_dir = str(
-                Path(cfg.paths.log_dir) / base.task_name / "runs" / run_name
-            )
+            base.paths.output_dir = str(_fresh_run_dir(Path(cfg.paths.log_dir) / base.task_name))
         out[str(label)] = base
     return out
+
+
+def _fresh_run_dir(task_dir: Path) -> Path:
+    """``<task_dir>/runs/<now>``, suffixed when taken (a sweep starts many runs a second)."""
+    base = task_dir / "runs" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    path, i = base, 0
+    while path.exists():
+        i += 1
+        path = base.with_name(f"{base.name}_{i}")
+    return path
 
 
 def _signature(config: dict[str, Any]) -> str:
