@@ -10,7 +10,7 @@ from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
 from fedmllm.report.side_by_side import seed_summary, side_by_side_table
-from fedmllm.train import log_histograms, run
+from fedmllm.train import log_histograms, run, run_baselines
 from fedmllm.utils.baselines import baseline_configs, find_finished_run
 
 
@@ -117,18 +117,19 @@ def test_baselines_adapt_the_same_modules_as_mole(make_cfg) -> None:
 
 
 def test_fedmed_mole_runs_baselines_then_reuses_them(make_cfg, tmp_path) -> None:
-    # Execute: a first run trains the baselines, a second identical one reuses them
+    # Execute: a run trains the baselines; asking for them again finds the finished runs
     cfg = make_cfg("fedmed_mole")
     _, first = run(cfg)
     again = make_cfg("fedmed_mole")
     with open_dict(again):
         again.paths.output_dir = str(tmp_path / "run2")
-    _, second = run(again)
+    reused = run_baselines(again)
     # Assert
     res = first["results"]
     paths = res["compared_with"]
     assert set(paths) == {"standalone", "fedavg"}
-    assert second["results"]["compared_with"] == paths  # reused, not retrained
+    assert {k: v["results_path"] for k, v in reused.items()} == paths  # reused, not retrained
+    assert len(list((tmp_path / "logs").glob("*/runs/*"))) == 2
     fedavg = json.loads(Path(paths["fedavg"]).read_text())
     assert res["comm"] == fedavg["comm"]  # same targets and rank: same bytes
     sim = res["path_similarity"]
