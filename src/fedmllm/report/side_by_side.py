@@ -144,30 +144,27 @@ def seed_summary(
 
 
 def seed_summary_table(summary: dict[str, Any], reference: str | None = "standalone") -> Table:
-    """A rich table of :func:`seed_summary`: ``mean ± std`` and ``Δ mean ± std (wins/n)``."""
-    table = Table(title="mean ± std over seeds (main metric, %)")
-    table.add_column("method")
-    table.add_column("seeds")
-    clients = list(next(iter(summary.values()))["rows"]) if summary else []
-    for cid in clients:
-        table.add_column(cid, justify="right")
+    """A rich table of :func:`seed_summary`: one row per (method, client), in %."""
+    title = "mean ± std over seeds, main metric %"
+    table = Table(title=title + (f"; Δ vs {reference} paired by seed" if reference else ""))
+    for col in ("method", "client", "mean ± std", f"Δ vs {reference}", "seeds ↑", "seeds"):
+        table.add_column(col, justify="right" if col[0] in "mΔs" and col != "method" else "left")
     for label, s in summary.items():
-        cells = []
-        for cid in clients:
-            row = s["rows"].get(cid)
-            if row is None:
-                cells.append("—")
-                continue
-            cell = f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}"
+        for n, (cid, row) in enumerate(s["rows"].items()):
+            delta, wins = "", ""
             if "delta_mean" in row:
-                cell += (
-                    f"\nΔ {100 * row['delta_mean']:+.2f} ± {100 * row['delta_std']:.2f}"
-                    f" ({row['wins']}/{row['n']} ↑)"
-                )
-            cells.append(cell)
-        table.add_row(label, ",".join(map(str, s["seeds"])), *cells)
-    if reference is not None:
-        table.caption = f"Δ vs {reference}, paired by seed; (wins/n ↑): seeds that beat it"
+                delta = f"{100 * row['delta_mean']:+.2f} ± {100 * row['delta_std']:.2f}"
+                wins = f"{row['wins']}/{row['n']}"
+            table.add_row(
+                label if n == 0 else "",
+                cid,
+                f"{100 * row['mean']:.2f} ± {100 * row['std']:.2f}",
+                delta,
+                wins,
+                ",".join(map(str, s["seeds"])) if n == 0 else "",
+                end_section=n == len(s["rows"]) - 1,
+                style="bold" if cid == "Avg" else None,
+            )
     return table
 
 
