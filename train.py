@@ -6,7 +6,9 @@ import logging
 import sys
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from fedmllm.train import run
@@ -19,11 +21,12 @@ def main(cfg: DictConfig) -> float | None:
     """Run one training job and return the metric a sweeper optimises."""
     try:
         metrics, _ = run(cfg)
-    except InstantiationException as e:  # a bad argument in a config: show the cause, not the stack
-        log.error("configuration error: %s", e)
-        sys.exit(2)
-    except (ValueError, KeyError, FileNotFoundError) as e:
-        log.error("error: %s", e)
+    except (InstantiationException, ValueError, KeyError, FileNotFoundError) as e:
+        # A bad argument in a config: show the cause, not the stack.
+        kind = "configuration error" if isinstance(e, InstantiationException) else "error"
+        log.error("%s: %s", kind, e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job and goes on with the rest of the sweep
         sys.exit(2)
     return metrics.get(cfg.get("optimized_metric", "avg_main"))
 

@@ -119,6 +119,7 @@ class Simulator:
         self.round = 0
         self.comm = {"up_bytes": 0, "down_bytes": 0}
         self.history: list[dict[str, Any]] = []
+        self.last_updates: list[ClientUpdate] = []
         self.baselines = {c.client_id: self._baseline(c) for c in self.eval_clients}
 
     # ----------------------------------------------------------------- state swapping
@@ -127,6 +128,18 @@ class Simulator:
         private, opt_state = self.store.get(client_id)
         self.method.load_adapter_state({**self.initial_state, **self.global_state, **private})
         return opt_state
+
+    def swap_in(self, client_id: str, shared: AdapterState | None = None) -> None:
+        """Put a client's personalised adapter into the engine, e.g. for analysis after a run.
+
+        Args:
+            client_id: Whose private tensors to load (none yet: the initial ones).
+            shared: Shared tensors to use instead of the global state, e.g. the client's own
+                pre-aggregation update from :attr:`last_updates`.
+        """
+        private, _ = self.store.get(client_id)
+        shared = self.global_state if shared is None else shared
+        self.method.load_adapter_state({**self.initial_state, **shared, **private})
 
     def _batches(self, client: Any, client_idx: int, first_batch: int) -> Iterator[dict[str, Any]]:
         b = first_batch
@@ -203,6 +216,7 @@ class Simulator:
         before = (
             {k: v.detach().clone() for k, v in self.global_state.items()} if self.cfg.drift else {}
         )
+        self.last_updates = updates  # the clients' local models before aggregation
         self.global_state = self.aggregator.aggregate(self.global_state, updates, self.round)
         logs: dict[str, float] = {
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()

@@ -8,6 +8,22 @@ from fedmllm.lora.inject import (
     replace_linear_layers,
 )
 from fedmllm.lora.layers import AdapterLayer, LoRALinear, default_adapter_dtype
+from fedmllm.lora.mole import LoRAExpert, MoLELinear, check_mole_sizes, inject_mole
+from fedmllm.lora.probe import (
+    adapter_paths,
+    cross_client_cosine,
+    last_adapter_layer,
+    probe_layer,
+    probe_model,
+)
+from fedmllm.lora.router import (
+    Routing,
+    RoutingStats,
+    TopKRouter,
+    expert_counts,
+    load_balancing_loss,
+    router_entropy,
+)
 from fedmllm.lora.state import (
     adapter_parameter_names,
     filter_state,
@@ -21,15 +37,30 @@ from fedmllm.lora.state import (
 __all__ = [
     "AdapterLayer",
     "LayerFactory",
+    "LoRAExpert",
     "LoRALinear",
+    "MoLELinear",
+    "Routing",
+    "RoutingStats",
+    "TopKRouter",
     "adapter_parameter_names",
+    "adapter_paths",
     "available_linear_names",
+    "check_mole_sizes",
+    "cross_client_cosine",
     "default_adapter_dtype",
+    "expert_counts",
     "filter_state",
     "freeze_non_adapter",
     "get_adapter_state",
     "inject_lora",
+    "inject_mole",
+    "last_adapter_layer",
     "load_adapter",
+    "load_balancing_loss",
+    "probe_layer",
+    "probe_model",
+    "router_entropy",
     "replace_linear_layers",
     "save_adapter",
     "set_adapter_state",

@@ -12,7 +12,14 @@ from typing import Any
 import lightning as L
 import torch
 
-from fedmllm.lora import get_adapter_state, inject_lora, set_adapter_state
+from fedmllm.lora import (
+    LoRALinear,
+    get_adapter_state,
+    inject_lora,
+    last_adapter_layer,
+    probe_model,
+    set_adapter_state,
+)
 from fedmllm.types import AdapterState
 
 SHARE_MODES = ("all", "none")
@@ -129,3 +136,12 @@ class LoRAMethod(L.LightningModule):
     @torch.no_grad()
     def predict(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         return self.engine.generate(batch, max_new_tokens)
+
+    @torch.no_grad()
+    def probe_paths(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The LoRA path's output of the last adapted ``up_proj`` on ``batch``.
+
+        The layer Fed-MoLE puts its last MoLE layer on, so runs of both methods can be compared
+        (Table 9's FedAvg column); falls back to the last LoRA layer without ``up_proj``.
+        """
+        return probe_model(self.model, last_adapter_layer(self.model, LoRALinear, "up_proj"), batch)
