@@ -177,3 +177,8 @@ def runtime_for(run_id: int, overrides: list[str], settings: NodeSettings) -> No
         _RUNTIMES[key] = NodeRuntime(cfg, root / f"run_{run_id}")
         log.info("node runtime for run %s built (state in %s)", run_id, root / f"run_{run_id}")
     return _RUNTIMES[key]
+
+
+def drop_runtimes() -> None:
+    """Forget the process's runtimes, as a fresh ClientApp process would start."""
+    _RUNTIMES.clear()
