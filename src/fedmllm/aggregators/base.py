@@ -46,6 +46,24 @@ class Aggregator:
         """
         return {}
 
+    def for_client(self, global_state: AdapterState, rank: int) -> AdapterState:
+        """The global state as a client of LoRA rank ``rank`` receives it.
+
+        Default: the first ``rank`` components of every LoRA factor (rows of
+        ``lora_A.weight``, columns of ``lora_B.weight``); other keys unchanged.
+        """
+        if rank <= 0:
+            raise ValueError(f"rank must be positive, got {rank}")
+        out: AdapterState = {}
+        for key, t in global_state.items():
+            if key.endswith("lora_A.weight"):
+                out[key] = t[:rank]
+            elif key.endswith("lora_B.weight"):
+                out[key] = t[:, :rank]
+            else:
+                out[key] = t
+        return out
+
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (empty for stateless rules)."""
         return {}
