@@ -214,3 +214,19 @@ def test_modified_base_weights_resume_exactly(tmp_path):
         torch.equal(full.global_state[k], resumed.global_state[k]) for k in full.global_state
     )
     assert full.comm == resumed.comm
+
+
+def test_server_round_stats_are_logged_with_the_round(tmp_path):
+    class WithStats(FedAvg):
+        def round_stats(self):
+            return {"cond_max": 3.5}
+
+    sim = toy_simulator(LoRAMethod(toy_engine(), **lora_kwargs()), WithStats(), tmp_path)
+    logs = sim.run_round()
+    assert logs["server/cond_max"] == 3.5
+    assert (
+        "server/cond_max"
+        not in toy_simulator(
+            LoRAMethod(toy_engine(), **lora_kwargs()), FedAvg(), tmp_path
+        ).run_round()
+    )

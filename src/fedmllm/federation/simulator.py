@@ -236,6 +236,8 @@ class Simulator:
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
         }
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
+        stats = getattr(self.aggregator, "round_stats", None)  # e.g. FedA²-LoRA's conditioning
+        logs.update({f"server/{k}": float(v) for k, v in (stats() if stats else {}).items()})
         logs["round/wall_s"] = time.perf_counter() - t0
         return logs
 

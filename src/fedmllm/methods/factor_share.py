@@ -15,6 +15,11 @@ import torch
 from fedmllm.methods.lora_module import LoRAMethod, factor_keys
 from fedmllm.types import AdapterState
 
+LONE_FACTOR_RANKS = (
+    "{name} sends a lone LoRA factor, and the server rules zero-pad only A/B pairs: "
+    "method.client_ranks is not supported"
+)
+
 
 def shared_seed_init(layers: list[tuple[str, Any]], seed: int) -> None:
     """Re-initialise every layer's A (Kaiming uniform, B zero) from ``seed`` and the layer index.
@@ -38,6 +43,8 @@ class FFALoRAMethod(LoRAMethod):
         super().__init__(*args, **kwargs)
         if self.share != "all":
             raise ValueError("FFA-LoRA shares B: method.share must be 'all'")
+        if self.client_ranks is not None:
+            raise ValueError(LONE_FACTOR_RANKS.format(name="FFA-LoRA"))
         self.a_seed = a_seed
         layers = self.lora_layers()
         shared_seed_init(layers, a_seed)
@@ -64,6 +71,8 @@ class FedSALoRAMethod(LoRAMethod):
         super().__init__(*args, **kwargs)
         if self.share != "all":
             raise ValueError("FedSA-LoRA shares A: method.share must be 'all'")
+        if self.client_ranks is not None:
+            raise ValueError(LONE_FACTOR_RANKS.format(name="FedSA-LoRA"))
 
     def shared_keys(self, state: AdapterState) -> list[str]:
         return factor_keys(state, "A")
