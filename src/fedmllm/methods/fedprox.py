@@ -44,13 +44,15 @@ class FedProxMethod(LoRAMethod):
         if mu < 0:
             raise ValueError(f"FedProx mu must be >= 0, got {mu}")
         self.mu = mu
+        self._params: dict[str, torch.nn.Parameter] = {}
         self._anchor: dict[str, torch.Tensor] = {}
 
     def begin_local(self, optimizer: torch.optim.Optimizer, num_steps: int) -> None:
-        self._anchor = {k: p.detach().clone() for k, p in self.trainable_parameters().items()}
+        self._params = self.trainable_parameters()
+        self._anchor = {k: p.detach().clone() for k, p in self._params.items()}
 
     def local_loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
         loss = self.training_step(batch, step)
         if self.mu == 0:
             return loss
-        return loss + proximal_term(self.trainable_parameters(), self._anchor, self.mu)
+        return loss + proximal_term(self._params, self._anchor, self.mu)

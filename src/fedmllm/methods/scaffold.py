@@ -46,6 +46,7 @@ class ScaffoldMethod(LoRAMethod):
             for k, p in self.trainable_parameters().items()
         }
         self._c: AdapterState = {}
+        self._params: dict[str, torch.nn.Parameter] = {}
         self._x: AdapterState = {}
         self._diff: dict[str, torch.Tensor] = {}
         self._delta_c: AdapterState = {}
@@ -87,7 +88,7 @@ class ScaffoldMethod(LoRAMethod):
 
     # ------------------------------------------------------------------ local loop
     def begin_local(self, optimizer: torch.optim.Optimizer, num_steps: int) -> None:
-        params = self.trainable_parameters()
+        params = self._params = self.trainable_parameters()
         self._x = {k: p.detach().to("cpu", torch.float32, copy=True) for k, p in params.items()}
         zero = torch.zeros(())
         self._diff = {
@@ -98,7 +99,7 @@ class ScaffoldMethod(LoRAMethod):
 
     @torch.no_grad()
     def after_local_step(self, step: int, lr: float) -> None:
-        for k, p in self.trainable_parameters().items():
+        for k, p in self._params.items():
             p.sub_(lr * self._diff[k])
 
     def end_local(self, num_steps: int, lr_sum: float) -> None:
@@ -107,7 +108,7 @@ class ScaffoldMethod(LoRAMethod):
             return
         zero = torch.zeros(())
         new_c_k = {}
-        for k, p in self.trainable_parameters().items():
+        for k, p in self._params.items():
             y = p.detach().to("cpu", torch.float32)
             c = self._c.get(k, zero)
             new_c_k[k] = next_client_control(self._c_k[k], c, self._x[k], y, lr_sum)
