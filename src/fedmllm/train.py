@@ -83,6 +83,23 @@ def build_results(
     }
 
 
+def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> None:
+    """Check per-client options against the real client ids; tell the server its client count.
+
+    ``method.client_ranks`` must name existing clients (a typo would silently give r_max);
+    a rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
+    """
+    ranks = getattr(method, "client_ranks", None) or {}
+    unknown = sorted(set(ranks) - set(client_ids))
+    if unknown:
+        raise ValueError(
+            f"method.client_ranks names clients {unknown} that this run does not have; "
+            f"its training clients are {client_ids}"
+        )
+    if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
+        aggregator.num_clients = len(client_ids)
+
+
 @dataclass
 class Components:
     """Everything a run is made of, built from one config."""
@@ -116,6 +133,7 @@ def build_components(cfg: DictConfig) -> Components:
     chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
     fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
     train_clients, eval_clients = _clients(benchmark, method.pooled)
+    _bind_federation(method, aggregator, [c.client_id for c in train_clients])
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
     return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)

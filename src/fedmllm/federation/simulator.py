@@ -113,9 +113,11 @@ class Simulator:
         self.optimizer = method.configure_optimizers()
         self._fresh_optimizer = self.optimizer.state_dict()
         self.initial_state = method.adapter_state()
-        self.global_state: AdapterState = {
+        self._views: dict[int, AdapterState] = {}
+        self.global_state = {
             k: self.initial_state[k] for k in method.shared_keys(self.initial_state)
         }
+        self.base_keys: set[str] = set()  # frozen weights a server rule has changed
         self.round = 0
         self.comm = {"up_bytes": 0, "down_bytes": 0}
         self.history: list[dict[str, Any]] = []
@@ -123,10 +125,42 @@ class Simulator:
         self.baselines = {c.client_id: self._baseline(c) for c in self.eval_clients}
 
     # ----------------------------------------------------------------- state swapping
+    @property
+    def global_state(self) -> AdapterState:
+        """The server's shared state (at r_max when clients have different ranks)."""
+        return self._global_state
+
+    @global_state.setter
+    def global_state(self, state: AdapterState) -> None:
+        self._global_state = state
+        self._views = {}  # per-rank views of the old state are stale
+
+    def _hook(self, name: str) -> Callable[..., Any] | None:
+        """One of the method's optional client hooks (``protocol.ClientHooks``), or None."""
+        return getattr(self.method, name, None)
+
+    def _global_view(self, client_id: str) -> AdapterState:
+        """The global state as ``client_id`` receives it (``aggregator.for_client`` at its rank)."""
+        rank_of = self._hook("client_rank")
+        rank = rank_of(client_id) if rank_of is not None else None
+        if rank is None:
+            return self.global_state
+        if rank not in self._views:
+            self._views[rank] = self.aggregator.for_client(self.global_state, rank)
+        return self._views[rank]
+
     def _swap_in(self, client_id: str) -> dict[str, Any] | None:
-        """Load global shared + the client's private tensors into the engine (copy_, no realloc)."""
+        """Load global shared + the client's private tensors into the engine (copy_, no realloc).
+
+        The method first hears who the client is and what the server broadcasts
+        (``begin_client``), then the tensors are copied in.
+        """
         private, opt_state = self.store.get(client_id)
-        self.method.load_adapter_state({**self.initial_state, **self.global_state, **private})
+        begin = self._hook("begin_client")
+        if begin is not None:
+            begin(client_id, self.aggregator.broadcast_extras())
+        view = self._global_view(client_id)
+        self.method.load_adapter_state({**self.initial_state, **view, **private})
         return opt_state
 
     def swap_in(self, client_id: str, shared: AdapterState | None = None) -> None:
@@ -138,7 +172,7 @@ class Simulator:
                 pre-aggregation update from :attr:`last_updates`.
         """
         private, _ = self.store.get(client_id)
-        shared = self.global_state if shared is None else shared
+        shared = self._global_view(client_id) if shared is None else shared
         self.method.load_adapter_state({**self.initial_state, **shared, **private})
 
     def _batches(self, client: Any, client_idx: int, first_batch: int) -> Iterator[dict[str, Any]]:
@@ -176,21 +210,44 @@ class Simulator:
         shared = {k: state[k] for k in self.method.shared_keys(state)}
         private = {k: state[k] for k in self.method.private_keys(state)}
         self.store.put(client_id, private, self.optimizer.state_dict())
-        return ClientUpdate(client_id, shared, len(client.train), metrics)
+        extras_of = self._hook("client_extras")
+        extras = extras_of() if extras_of is not None else {}
+        return ClientUpdate(client_id, shared, len(client.train), metrics, extras)
 
-    def _down_bytes(self) -> int:
+    def _apply_base_weight_updates(self) -> None:
+        """Add the last aggregation's dense base-weight deltas to the shared engine.
+
+        Every client shares the new base, so every training client must receive the deltas:
+        their bytes count down once per training client (FedEx's d×d residual per layer).
+        """
+        deltas = self.aggregator.base_weight_updates()
+        if not deltas:
+            return
+        add = self._hook("add_to_base_weights")
+        if add is None:
+            raise TypeError(
+                f"{type(self.aggregator).__name__} changes base weights but "
+                f"{type(self.method).__name__} has no add_to_base_weights"
+            )
+        add(deltas)
+        self.base_keys.update(deltas)
+        self.comm["down_bytes"] += len(self.train_clients) * state_nbytes(deltas)
+
+    def _down_bytes(self, client_id: str) -> int:
         """Bytes of the global state the client just trained needed to receive.
 
-        All of it, unless the method narrows it with the optional ``received_keys`` hook
-        (a modality-expert client needs only its own experts; a text-only client no
-        vision-side tensor). Counted after the local update because the method learns what
-        the client's data reaches while training; the global state does not change meanwhile.
+        All of it at the client's rank (``aggregator.for_client``), unless the method narrows
+        it with the optional ``received_keys`` hook (a modality-expert client needs only its
+        own experts; a text-only client no vision-side tensor). Counted after the local update
+        because the method learns what the client's data reaches while training; the global
+        state does not change meanwhile.
         """
-        narrow = getattr(self.method, "received_keys", None)
+        view = self._global_view(client_id)
+        narrow = self._hook("received_keys")
         if narrow is None:
-            return state_nbytes(self.global_state)
-        keys = set(narrow(list(self.global_state)))
-        return state_nbytes({k: v for k, v in self.global_state.items() if k in keys})
+            return state_nbytes(view)
+        keys = set(narrow(list(view)))
+        return state_nbytes({k: v for k, v in view.items() if k in keys})
 
     def run_round(self, progress: Progress | None = None, task_id: Any = None) -> dict[str, Any]:
         """Train the sampled clients of ``self.round`` and aggregate; returns the round's logs."""
@@ -205,10 +262,11 @@ class Simulator:
         begin_round = getattr(self.method, "begin_round", None)
         if begin_round is not None:  # optional hook: round-dependent local schedules
             begin_round(self.round, self.cfg.rounds)
+        extras_bytes = state_nbytes(self.aggregator.broadcast_extras())
         for cid in chosen:
             progress.update(task_id, description=f"client {cid}")
             update = self._local_update(cid)
-            self.comm["down_bytes"] += self._down_bytes()
+            self.comm["down_bytes"] += self._down_bytes(cid) + extras_bytes
             self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
             updates.append(update)
             progress.advance(task_id)
@@ -218,11 +276,14 @@ class Simulator:
         )
         self.last_updates = updates  # the clients' local models before aggregation
         self.global_state = self.aggregator.aggregate(self.global_state, updates, self.round)
+        self._apply_base_weight_updates()
         logs: dict[str, float] = {
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
         }
         logs.update(self._record_round(updates, before))
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
+        stats = getattr(self.aggregator, "round_stats", None)  # e.g. FedA²-LoRA's conditioning
+        logs.update({f"server/{k}": float(v) for k, v in (stats() if stats else {}).items()})
         logs["round/wall_s"] = time.perf_counter() - t0
         self.history[-1]["wall_s"] = logs["round/wall_s"]  # the round entry _record_round added
         return logs
@@ -351,14 +412,30 @@ class Simulator:
             "comm": dict(self.comm),
             "history": list(self.history),
             "baselines": self.baselines,
+            "base_weights": self._base_weights(),
         }
+
+    def _base_weights(self) -> AdapterState:
+        if not self.base_keys:
+            return {}
+        return self._hook("base_weights")(sorted(self.base_keys))
 
     def resume_from(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this class (a file or a run directory)."""
         payload = load_checkpoint(path)
-        unknown = set(payload["global_state"]) - set(self.global_state)
+        # Against the initial state: a rule's shared keys may change over rounds (FedLEASE).
+        unknown = set(payload["global_state"]) - set(self.initial_state)
         if unknown:
             raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
+        base = payload.get("base_weights", {})
+        if base:
+            load = self._hook("load_base_weights")
+            if load is None:
+                raise TypeError(
+                    f"checkpoint {path} changed base weights; the method cannot load them"
+                )
+            load(base)
+        self.base_keys = set(base)
         self.round = payload["round"]
         self.global_state = payload["global_state"]
         self.store.load_state_dict(payload["client_store"])
