@@ -22,7 +22,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from fedmllm.lora import inject_lora
 from fedmllm.lora.dual import DualLoRALinear
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.types import AdapterState
@@ -91,18 +90,11 @@ class FedDPAMethod(LoRAMethod):
         for layer in self.dual_layers():
             layer.mix = fixed_w
 
-    def _inject(self, target_modules: list[str], module_filter: str | None, dropout: float):
+    def _layer_factory(self, dropout: float) -> Any:
         def factory(_name: str, linear: torch.nn.Linear) -> DualLoRALinear:
             return DualLoRALinear(linear, self.r, self.alpha, dropout, self.use_rslora)
 
-        return inject_lora(
-            self.model,
-            target_modules,
-            self.r,
-            self.alpha,
-            module_filter=module_filter,
-            layer_factory=factory,
-        )
+        return factory
 
     def dual_layers(self) -> list[DualLoRALinear]:
         return [m for m in self.model.modules() if isinstance(m, DualLoRALinear)]

@@ -15,7 +15,6 @@ from typing import Any
 
 import torch
 
-from fedmllm.lora import inject_lora
 from fedmllm.lora.cluster_experts import ClusterExpertLinear
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.types import AdapterState
@@ -43,20 +42,13 @@ class FedLEASEMethod(LoRAMethod):
         self.cluster: int | None = None
         self.num_active = 0
 
-    def _inject(self, target_modules: list[str], module_filter: str | None, dropout: float):
+    def _layer_factory(self, dropout: float) -> Any:
         def factory(_name: str, linear: torch.nn.Linear) -> ClusterExpertLinear:
             return ClusterExpertLinear(
                 linear, self.r, self.alpha, self.max_experts, dropout, self.use_rslora
             )
 
-        return inject_lora(
-            self.model,
-            target_modules,
-            self.r,
-            self.alpha,
-            module_filter=module_filter,
-            layer_factory=factory,
-        )
+        return factory
 
     def expert_layers(self) -> list[ClusterExpertLinear]:
         return [m for m in self.model.modules() if isinstance(m, ClusterExpertLinear)]

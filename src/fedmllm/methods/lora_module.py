@@ -100,7 +100,7 @@ class LoRAMethod(L.LightningModule):
         self.adapted_modules = self._inject(list(target_modules), module_filter, dropout)
 
     def _inject(self, target_modules: list[str], module_filter: str | None, dropout: float):
-        """Put the adapters into the model; subclasses with other layer kinds override."""
+        """Put the adapters into the model, built by :meth:`_layer_factory`."""
         return inject_lora(
             self.model,
             target_modules,
@@ -109,7 +109,12 @@ class LoRAMethod(L.LightningModule):
             dropout=dropout,
             use_rslora=self.use_rslora,
             module_filter=module_filter,
+            layer_factory=self._layer_factory(dropout),
         )
+
+    def _layer_factory(self, dropout: float) -> Any:
+        """``factory(name, linear) -> AdapterLayer`` for other layer kinds; None: ``LoRALinear``."""
+        return None
 
     def lora_layers(self) -> list[tuple[str, LoRALinear]]:
         """The injected LoRA layers with their dotted names."""
