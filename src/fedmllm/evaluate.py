@@ -8,9 +8,7 @@ split (the cross-client matrix), so one sees how client i's model does on client
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import resource
 import time
 from pathlib import Path
@@ -25,6 +23,7 @@ from fedmllm.federation.evaluation import GLOBAL_MODEL
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
 from fedmllm.train import RUN_CONFIG, build_components, build_results, make_simulator
+from fedmllm.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -110,12 +109,6 @@ def global_table(results: dict[str, Any]) -> Table:
     return table
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2))
-    os.replace(tmp, path)
-
-
 def _locate(ckpt_path: str | Path) -> tuple[Path, Path]:
     path = Path(ckpt_path).expanduser()
     if not path.exists():
@@ -184,7 +177,7 @@ def evaluate_run(
     results["global"] = {"clients": matrix[GLOBAL_MODEL], "avg": summary["avg"][GLOBAL_MODEL]}
     if cross_client:
         results["cross_client"] = summary
-    _write_json(run_dir / RESULTS_NAME, results)
+    write_json(run_dir / RESULTS_NAME, results)
     console = Console(record=True)
     console.print(results_table(results))
     console.print(global_table(results))

@@ -22,13 +22,15 @@ from rich.console import Console
 
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.simulator import Client
-from fedmllm.lora import cross_client_cosine
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
+from fedmllm.utils.analysis import path_similarity
 from fedmllm.utils.baselines import baseline_configs, find_finished_run
+from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
 from fedmllm.utils.runs import resolve_resume
+from fedmllm.utils.tensorboard import log_histograms
 
 log = logging.getLogger(__name__)
 RUN_CONFIG = "config.yaml"
@@ -83,6 +85,23 @@ def build_results(
     }
 
 
+def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> None:
+    """Check per-client options against the real client ids; tell the server its client count.
+
+    ``method.client_ranks`` must name existing clients (a typo would silently give r_max);
+    a rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
+    """
+    ranks = getattr(method, "client_ranks", None) or {}
+    unknown = sorted(set(ranks) - set(client_ids))
+    if unknown:
+        raise ValueError(
+            f"method.client_ranks names clients {unknown} that this run does not have; "
+            f"its training clients are {client_ids}"
+        )
+    if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
+        aggregator.num_clients = len(client_ids)
+
+
 @dataclass
 class Components:
     """Everything a run is made of, built from one config."""
@@ -116,6 +135,7 @@ def build_components(cfg: DictConfig) -> Components:
     chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
     fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
     train_clients, eval_clients = _clients(benchmark, method.pooled)
+    _bind_federation(method, aggregator, [c.client_id for c in train_clients])
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
     return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
@@ -169,69 +189,6 @@ def run_baselines(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
-def path_similarity(sim: Simulator, c: Components, cfg: DictConfig) -> dict[str, Any] | None:
-    """Cross-client cosine of adapter-path outputs on a fixed probe batch (Fed-MoLE Table 9).
-
-    Each client of the last round is loaded as it was after its local update, before
-    aggregation (its own update's shared tensors + its private ones), and the method's
-    ``probe_paths`` hook returns its paths' outputs at one layer; None when the method has
-    no hook, fewer than two clients trained in the last round, or ``analysis`` turns it off.
-    """
-    acfg = cfg.get("analysis") or {}
-    probe = getattr(sim.method, "probe_paths", None)
-    if not acfg.get("path_similarity", True) or probe is None or len(sim.last_updates) < 2:
-        return None
-    per_client = int(acfg.get("probe_per_client", 8))
-    samples = [s for cl in c.eval_clients for s in list(cl.test)[:per_client]]
-    if not samples:
-        return None
-    batch = c.engine.collator(samples)
-    outputs = {}
-    try:
-        for update in sim.last_updates:
-            sim.swap_in(update.client_id, update.state)
-            outputs[update.client_id] = probe(batch)
-    except (ValueError, TypeError) as e:  # an analysis must not cost a finished run its results
-        log.warning("path similarity skipped: %s", e)
-        return None
-    first = next(iter(outputs.values()))
-    mask = batch.get("attention_mask")
-    if mask is not None and tuple(mask.shape) != tuple(next(iter(first.values())).shape[:-1]):
-        mask = None
-    paths = {p: cross_client_cosine({k: o[p] for k, o in outputs.items()}, mask) for p in first}
-    return {"paths": paths, "clients": sorted(outputs), "probe_samples": len(samples)}
-
-
-def log_histograms(logger: Any, logs: dict[str, float], step: int) -> None:
-    """Write metrics named ``.../hist/<name>/<bin>`` also as TensorBoard histograms.
-
-    A method's ``local_update`` may return per-bin values that way (MoLE: each expert's share
-    of the routed tokens); they stay scalars in every logger and become one histogram per
-    client and round (tag ``.../<name>``) where the logger is TensorBoard.
-    """
-    writer = getattr(logger, "experiment", None)
-    if not hasattr(writer, "add_histogram_raw"):
-        return
-    groups: dict[str, dict[int, float]] = {}
-    for key, value in logs.items():
-        head, _, tail = key.rpartition("/")
-        if "/hist/" in key and tail.isdigit():
-            groups.setdefault(head.replace("/hist/", "/"), {})[int(tail)] = float(value)
-    for tag, bins in groups.items():
-        counts = [bins.get(i, 0.0) for i in range(max(bins) + 1)]
-        writer.add_histogram_raw(
-            tag,
-            min=0,
-            max=len(counts) - 1,
-            num=sum(counts),
-            sum=sum(i * c for i, c in enumerate(counts)),
-            sum_squares=sum(i * i * c for i, c in enumerate(counts)),
-            bucket_limits=[i + 0.5 for i in range(len(counts))],
-            bucket_counts=counts,
-            global_step=step,
-        )
-
-
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one federation as configured; returns ``(metrics, objects)``.
 
@@ -270,12 +227,12 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     results["peak_rss_scope"] = rss_scope
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)
-    similarity = path_similarity(sim, c, cfg)
+    similarity = path_similarity(sim, c.engine.collator, c.eval_clients, cfg.get("analysis"))
     if similarity is not None:
         results["path_similarity"] = similarity
     if baselines:
         results["compared_with"] = {k: v["results_path"] for k, v in baselines.items()}
-    (run_dir / "results.json").write_text(json.dumps(results, indent=2))
+    write_json(run_dir / "results.json", results)
     reference = json.loads(Path(cfg.compare_to).read_text()) if cfg.get("compare_to") else None
     if baselines:  # the first baseline (Standalone) is the reference of the Δ columns
         runs = {**baselines, results["method"]: results}

@@ -7,7 +7,8 @@ from typing import Any
 
 import torch
 
-from fedmllm.aggregators.functional import lora_pairs, lora_scaling, resize_rank
+from fedmllm.aggregators.functional import lora_pairs, resize_rank
+from fedmllm.lora.rank import lora_scaling
 from fedmllm.types import AdapterState, ClientUpdate
 
 
@@ -64,6 +65,8 @@ class Aggregator:
         Returns:
             A new state; the global state is not modified.
         """
+        if rank <= 0:
+            raise ValueError(f"rank must be positive, got {rank}")
         pairs, _ = lora_pairs(global_state)
         out = dict(global_state)
         for a_key, b_key in pairs.values():

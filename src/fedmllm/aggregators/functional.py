@@ -6,11 +6,11 @@ tested on three small tensors.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
 
 import torch
 
+from fedmllm.lora.rank import A_SUFFIX, B_SUFFIX
 from fedmllm.types import AdapterState
 
 
@@ -79,8 +79,8 @@ def weighted_mean(states: Sequence[AdapterState], weights: torch.Tensor) -> Adap
 
 
 # --------------------------------------------------------------------------- LoRA pairs
-LORA_A = "lora_A.weight"
-LORA_B = "lora_B.weight"
+LORA_A = A_SUFFIX
+LORA_B = B_SUFFIX
 BASE_WEIGHT = "base_layer.weight"
 
 
@@ -111,13 +111,6 @@ def lora_pairs(keys: Iterable[str]) -> tuple[dict[str, tuple[str, str]], list[st
 def base_weight_key(prefix: str) -> str:
     """``<module path>.base_layer.weight`` for the pair ``<module path>.lora_A.weight``."""
     return prefix + BASE_WEIGHT
-
-
-def lora_scaling(alpha: float, rank: int, use_rslora: bool = False) -> float:
-    """LoRA's multiplier ``alpha / r`` (rsLoRA: ``alpha / sqrt(r)``), as ``LoRALinear``."""
-    if rank < 1:
-        raise ValueError(f"LoRA rank must be >= 1, got {rank}")
-    return alpha / math.sqrt(rank) if use_rslora else alpha / rank
 
 
 def pair_ranks(states: Sequence[AdapterState], a_key: str, b_key: str) -> list[int]:

@@ -22,6 +22,7 @@ CHECKPOINT_KEYS = frozenset(
         "comm",
         "history",
         "baselines",
+        "base_weights",  # frozen weights a server rule changed (FedEx, FRLoRA); may be absent
     }
 )
 VERSION = 1

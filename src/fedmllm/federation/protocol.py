@@ -61,3 +61,31 @@ class FederatedMethod(Protocol):
 
     def predict(self, batch: dict[str, Any], max_new_tokens: int) -> list[str]:
         """Greedy answers for a generation batch."""
+
+
+class ClientHooks(Protocol):
+    """Optional method hooks the simulator calls when a method defines them.
+
+    A method without them behaves as a plain one: one rank for all, nothing received beside
+    the global state, nothing sent beside the shared state, a base that never changes.
+    """
+
+    def client_rank(self, client_id: str) -> int | None:
+        """The client's LoRA rank (the simulator then loads ``aggregator.for_client``);
+        ``None`` when every client uses the engine's rank."""
+
+    def begin_client(self, client_id: str, extras: AdapterState) -> None:
+        """Called on every swap-in, before the client's tensors are loaded, with the
+        server's ``broadcast_extras()`` (e.g. SCAFFOLD's c, FedLEASE's clusters)."""
+
+    def client_extras(self) -> AdapterState:
+        """Tensors sent up in ``ClientUpdate.extras`` after ``local_update`` (SCAFFOLD's Δc)."""
+
+    def add_to_base_weights(self, deltas: AdapterState) -> None:
+        """Add ``aggregator.base_weight_updates()`` to the shared engine's frozen weights."""
+
+    def base_weights(self, keys: Sequence[str]) -> AdapterState:
+        """CPU copies of the named frozen weights (``<module>.base_layer.weight``)."""
+
+    def load_base_weights(self, state: AdapterState) -> None:
+        """Restore frozen weights saved by :meth:`base_weights` (resume)."""

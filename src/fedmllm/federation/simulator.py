@@ -328,14 +328,31 @@ class Simulator:
             "comm": dict(self.comm),
             "history": list(self.history),
             "baselines": self.baselines,
+            "base_weights": self._base_weights(),
         }
+
+    def _base_weights(self) -> AdapterState:
+        """The engine's current values of every frozen weight a server rule has changed."""
+        if not self.base_keys:
+            return {}
+        return self.method.base_weights(sorted(self.base_keys))
 
     def resume_from(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this class (a file or a run directory)."""
         payload = load_checkpoint(path)
-        unknown = set(payload["global_state"]) - set(self.global_state)
+        # Against the initial state: a rule's shared keys may change over rounds (FedLEASE).
+        unknown = set(payload["global_state"]) - set(self.initial_state)
         if unknown:
             raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
+        base = payload.get("base_weights", {})
+        if base:
+            load = getattr(self.method, "load_base_weights", None)
+            if load is None:
+                raise TypeError(
+                    f"checkpoint {path} changed base weights; the method cannot load them"
+                )
+            load(base)
+        self.base_keys = set(base)
         self.round = payload["round"]
         self.global_state = payload["global_state"]
         self.store.load_state_dict(payload["client_store"])

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from fedmllm.lora.rank import lora_scaling
+
 # Half-precision adapters train badly (tiny B updates underflow), so adapters over a
 # half-precision base default to float32, as PEFT's autocast_adapter_dtype does.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
@@ -103,7 +105,7 @@ class LoRALinear(AdapterLayer):
         self.r = r
         self.alpha = alpha
         self.use_rslora = use_rslora
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
+        self.scaling = lora_scaling(alpha, r, use_rslora)
         weight = base_layer.weight
         factory = {"device": weight.device, "dtype": dtype or default_adapter_dtype(weight.dtype)}
         self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 from fedmllm.report.cells import FLAG, TableSpec, comparison_spec, costs_spec
 from fedmllm.report.compare import AVG, Comparison
+from fedmllm.utils.io import write_atomic
 
 _LATEX_ESCAPES = {
     "\\": r"\textbackslash{}",
@@ -116,14 +116,6 @@ def costs_csv(comp: Comparison) -> str:
             + ["" if std is None else repr(std)]
         )
     return buf.getvalue()
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temp file and a rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_exports(comparisons: list[Comparison], out_dir: str | Path) -> list[Path]:

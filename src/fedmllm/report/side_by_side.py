@@ -19,6 +19,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from fedmllm.utils.io import write_json
+
 
 def _main_score(results: dict[str, Any], client: str) -> float | None:
     c = results["clients"].get(client)
@@ -183,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = seed_summary(groups, reference)
     Console().print(seed_summary_table(summary, reference))
     if args.json:
-        args.json.write_text(json.dumps(summary, indent=2))
+        write_json(args.json, summary)
 
 
 if __name__ == "__main__":

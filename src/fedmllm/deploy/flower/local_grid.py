@@ -22,7 +22,7 @@ from flwr.supercore.task_identity import TaskIdentity
 from fedmllm.deploy.flower import node as node_module
 
 CLIENT_APP_ERROR = 1
-"""Error code of a reply whose handler raised (Flower's ``ErrorCode.CLIENT_APP_RAISED_EXCEPTION``)."""
+"""Error code of a reply whose handler raised (``ErrorCode.CLIENT_APP_RAISED_EXCEPTION``)."""
 
 
 class LocalGrid(Grid):

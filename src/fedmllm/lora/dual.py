@@ -1,0 +1,84 @@
+"""A LoRA layer with a global and a local adapter mixed by a weight (FedDPA).
+
+``y = W0 x + s·(w·B_g A_g x + (1 − w)·B_l A_l x)``. The global pair keeps LoRA's key names
+(``lora_A``/``lora_B``), so server rules see an ordinary LoRA pair; the local pair is
+``local_lora_A``/``local_lora_B``. ``w`` is a float, or one weight per batch row
+(instance-wise mixing): it is read inside every forward, so during generation it acts on
+every decoding step of its own row.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from fedmllm.lora.layers import LoRALinear
+
+
+class DualLoRALinear(LoRALinear):
+    """Frozen linear + global LoRA + local LoRA, mixed by :attr:`mix`.
+
+    Args:
+        base_layer, r, alpha, dropout, use_rslora, dtype: As :class:`LoRALinear` (both
+            adapters share rank and scaling).
+
+    Attributes:
+        mix: Weight ``w`` of the global adapter: a float in [0, 1], or a 1-D tensor with one
+            weight per batch row.
+        local_lora_A: The local adapter's A (Kaiming uniform).
+        local_lora_B: The local adapter's B (zeros).
+    """
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        r: int,
+        alpha: float,
+        dropout: float = 0.0,
+        use_rslora: bool = False,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__(base_layer, r, alpha, dropout, use_rslora, dtype)
+        factory = {"device": self.lora_A.weight.device, "dtype": self.lora_A.weight.dtype}
+        self.local_lora_A = nn.Linear(self.in_features, r, bias=False, **factory)
+        self.local_lora_B = nn.Linear(r, self.out_features, bias=False, **factory)
+        nn.init.kaiming_uniform_(self.local_lora_A.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.local_lora_B.weight)
+        self.mix: float | torch.Tensor = 1.0
+
+    def _row_weights(self, x: torch.Tensor) -> torch.Tensor | float:
+        if not isinstance(self.mix, torch.Tensor):
+            return float(self.mix)
+        if self.mix.dim() != 1 or self.mix.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"instance-wise mix has shape {tuple(self.mix.shape)} but the batch has "
+                f"{x.shape[0]} rows"
+            )
+        return self.mix.to(x.device, x.dtype).view(-1, *([1] * (x.dim() - 1)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Base output plus the mixed global and local low-rank paths."""
+        result = self.base_layer(x)
+        lx = self.lora_dropout(x.to(self.lora_A.weight.dtype))
+        w = self._row_weights(lx)
+        delta = torch.zeros((), dtype=lx.dtype, device=lx.device)
+        # Skip a path whose weight is exactly zero: no compute, and no gradient through it.
+        if not (isinstance(w, float) and w == 0.0):
+            delta = delta + w * self.lora_B(self.lora_A(lx))
+        if not (isinstance(w, float) and w == 1.0):
+            delta = delta + (1 - w) * self.local_lora_B(self.local_lora_A(lx))
+        return (result + self.scaling * delta).to(result.dtype)
+
+    def merge(self) -> None:
+        """Not possible: the mix can differ per input row."""
+        raise NotImplementedError("DualLoRALinear cannot be merged (its mix is per input)")
+
+    def unmerge(self) -> None:
+        """Not possible (see :meth:`merge`)."""
+        raise NotImplementedError("DualLoRALinear cannot be unmerged")
+
+    def extra_repr(self) -> str:
+        """Shown by ``print(model)``."""
+        return f"{super().extra_repr()}, dual=True"
