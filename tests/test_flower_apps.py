@@ -161,7 +161,10 @@ def test_a_nan_update_is_rejected_logged_and_the_others_are_averaged(cache_dir, 
 
 def test_round_goes_on_without_a_dead_node_if_enough_replies_arrive(cache_dir, tmp_path):
     config = run_config(
-        cache_dir, tmp_path, "fedmed_fedavg", **{"min-replies": 2, "round-timeout": 2.0}
+        cache_dir,
+        tmp_path,
+        "fedmed_fedavg",
+        **{"min-replies": 2, "round-timeout": 2.0, "eval-timeout": 2.0},
     )
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes")
     original = grid.push_messages
@@ -181,7 +184,9 @@ def test_round_goes_on_without_a_dead_node_if_enough_replies_arrive(cache_dir, t
 
 
 def test_too_few_replies_fail_the_round_with_the_reasons(cache_dir, tmp_path):
-    config = run_config(cache_dir, tmp_path, "fedmed_fedavg", **{"round-timeout": 1.0})
+    config = run_config(
+        cache_dir, tmp_path, "fedmed_fedavg", **{"round-timeout": 1.0, "eval-timeout": 1.0}
+    )
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes")
     original = grid.push_messages
 

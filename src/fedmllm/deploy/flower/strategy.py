@@ -283,8 +283,9 @@ class FedMLLMStrategy(Strategy):
             return []
         extras = self.server.extras()
         final = server_round == self.rounds
+        online = set(grid.get_node_ids())  # a node the SuperLink dropped cannot answer
         for cid in self.eval_ids:
-            if cid not in self.nodes:
+            if cid not in self.nodes or self.nodes[cid].node_id not in online:
                 log.warning("round %d: no node holds client %s: not evaluated", server_round, cid)
                 continue
             content = self._payload(cid, extras, {"round": server_round, "final": final})
