@@ -111,8 +111,8 @@ def test_reply_holds_exactly_the_shared_tensors_and_private_ones_stay_on_the_nod
         assert any(".experts." in k or "router" in k for k in private)
 
 
-def _poisoning(config: dict, victim: str):
-    """A ClientApp whose ``victim`` client sends NaN in one tensor of its update."""
+def _poisoning(config: dict, victim: str, spoil):
+    """A ClientApp whose ``victim`` client sends ``spoil(tensor)`` in place of one tensor."""
     handlers = ClientHandlers(config)
 
     def train(msg: Message, context) -> Message:
@@ -120,7 +120,7 @@ def _poisoning(config: dict, victim: str):
         if reply.content["config"]["client-id"] == victim:
             state = get_state(reply.content, UPDATE)
             key = sorted(state)[0]
-            state[key][0] = float("nan")
+            state[key] = spoil(state[key])
             put_state(reply.content, UPDATE, state)
         return reply
 
@@ -131,9 +131,24 @@ def _poisoning(config: dict, victim: str):
     return app
 
 
-def test_a_nan_update_is_rejected_logged_and_the_others_are_averaged(cache_dir, tmp_path, caplog):
+def _with_nan(t: torch.Tensor) -> torch.Tensor:
+    t = t.clone()
+    t.view(-1)[0] = float("nan")
+    return t
+
+
+def _one_row_short(t: torch.Tensor) -> torch.Tensor:
+    return t[:-1].clone()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "reason"), [(_with_nan, "NaN"), (_one_row_short, "shape")], ids=["nan", "shape"]
+)
+def test_a_bad_update_is_rejected_logged_and_the_others_are_averaged(
+    spoil, reason, cache_dir, tmp_path, caplog
+):
     config = run_config(cache_dir, tmp_path, "fedmed_fedavg", **{"min-replies": 2})
-    grid = local_grid(_poisoning(config, "report"), config, tmp_path / "nodes")
+    grid = local_grid(_poisoning(config, "report", spoil), config, tmp_path / "nodes")
     sent: dict[str, dict[str, torch.Tensor]] = {}
     original_pull = grid.pull_messages
 
@@ -145,12 +160,14 @@ def test_a_nan_update_is_rejected_logged_and_the_others_are_averaged(cache_dir, 
         return out
 
     grid.pull_messages = spy
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, logger="fedmllm.deploy.flower.strategy"):
         results = run_server(grid, config)
     round1 = results["history"][0]
     assert round1["aggregated"] == ["vqa", "detection"]
-    assert "NaN" in " ".join(round1["rejected"]["report"])
-    assert "rejected the update of client report" in caplog.text
+    assert reason in " ".join(round1["rejected"]["report"])
+    records = [r for r in caplog.records if "rejected the update of client report" in r.message]
+    assert len(records) == 1 and records[0].levelno == logging.WARNING
+    assert reason in records[0].getMessage()
     # FedAvg of the two sound updates, by hand: weights n_k / (n_vqa + n_det), both n_k = 8
     glob_ = load_file(tmp_path / "flower" / GLOBAL_ADAPTER)
     for k, v in glob_.items():
