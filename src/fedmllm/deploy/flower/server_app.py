@@ -8,7 +8,6 @@ sees a client's data or private tensors.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import resource
@@ -33,6 +32,7 @@ from fedmllm.deploy.flower.strategy import FedMLLMStrategy
 from fedmllm.federation.server_round import RoundServer
 from fedmllm.train import RUN_CONFIG, Components, build_components, build_results
 from fedmllm.types import AdapterState
+from fedmllm.utils.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -110,8 +110,10 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     results = _results(cfg, c, strategy, time.perf_counter() - t0)
     results["deploy"] = {"engine": "flower", "mode": mode, **_deploy_facts(strategy, options)}
     results["config"]["deploy"] = {"engine": "flower", "mode": mode}
-    save_file({k: v.contiguous() for k, v in server.global_state.items()}, run_dir / GLOBAL_ADAPTER)
-    _write_json(run_dir / "results.json", results)
+    tmp = run_dir / f"{GLOBAL_ADAPTER}.tmp"  # atomic: a crash never leaves half a file
+    save_file({k: v.contiguous() for k, v in server.global_state.items()}, tmp)
+    os.replace(tmp, run_dir / GLOBAL_ADAPTER)
+    write_json(run_dir / "results.json", results)
     log.info("results written to %s", run_dir / "results.json")
     return results
 
@@ -148,12 +150,6 @@ def _deploy_facts(strategy: FedMLLMStrategy, options: FlowerOptions) -> dict[str
         "failed_replies": sum(len(h["failed"]) for h in rounds),
         "rejected_replies": sum(len(h["rejected"]) for h in rounds),
     }
-
-
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 def make_server_app(defaults: dict[str, Any] | None = None) -> ServerApp:
