@@ -31,8 +31,8 @@ EXPERIMENTS = sorted(
     p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "experiment").glob("*.yaml")
 )
 # SCAFFOLD: c down, Δc up, c_k on the node; FedEx: base-weight deltas; FedLEASE: cluster
-# broadcast and shared keys that change after warm-up; FedSA: private B.
-DEFAULT = {"fedmed_scaffold", "fedmed_fedex", "fedmed_fedlease", "fedmed_fedsa"}
+# broadcast and shared keys that change after warm-up; FedSA: private B; FedA²: server stats.
+DEFAULT = {"fedmed_scaffold", "fedmed_fedex", "fedmed_fedlease", "fedmed_fedsa", "fedmed_feda2"}
 POOLED = {"fedmed_centralized"}
 COMMON = ("threads=1", "federation.eval_every=0", "compare_with=null")
 
@@ -88,6 +88,10 @@ def check_against_simulator(make_cfg, cache_dir: Path, tmp_path: Path, *args: st
         assert torch.equal(flower[k], v.contiguous()), k
     assert results["deploy"]["rejected_replies"] == results["deploy"]["failed_replies"] == 0
     assert results["comm"] == out["comm"]
+    # The rule's own scalars of the last aggregation are recorded as the simulator logs them.
+    last = [h for h in results["history"] if "aggregated" in h][-1]
+    stats = {k: float(v) for k, v in sim.aggregator.round_stats().items()}
+    assert last.get("server", {}) == stats
 
 
 @pytest.mark.parametrize("experiment", list(_params()))

@@ -344,6 +344,12 @@ class FedMLLMStrategy(Strategy):
             replies = exchange(grid, list(sent), self.options.round_timeout)
             _, metrics = self.aggregate_train(server_round, replies)
             self.history[-1]["wall_s"] = time.perf_counter() - t0
+            server_stats = {k: v for k, v in (metrics or {}).items() if k.startswith("server/")}
+            if server_stats:  # the rule's own scalars (FedA²-LoRA's conditioning, ...)
+                self.history[-1]["server"] = {
+                    k.removeprefix("server/"): v for k, v in server_stats.items()
+                }
+                log.info("round %d: %s", server_round, server_stats)
             to_score = self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid)
             main = self.aggregate_evaluate(
                 server_round, exchange(grid, list(to_score), self.options.eval_timeout)
