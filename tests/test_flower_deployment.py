@@ -61,6 +61,40 @@ def listening(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _proc_table() -> dict[int, tuple[int, str, int]]:
+    """pid -> (parent pid, state, start time) of every process, read from /proc."""
+    table = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # the process ended while we looked
+        table[int(stat.parent.name)] = (int(fields[1]), fields[0], int(fields[19]))
+    return table
+
+
+def descendants(roots: set[int]) -> dict[int, int]:
+    """``roots`` and every process below them, as pid -> start time (Flower starts its
+    SuperExec, ServerApp and ClientApp processes in sessions of their own, so process groups
+    do not cover them)."""
+    table = _proc_table()
+    found: set[int] = set()
+    frontier = {r for r in roots if r in table}
+    while frontier:
+        found |= frontier
+        frontier = {p for p, (ppid, _, _) in table.items() if ppid in frontier} - found
+    return {p: table[p][2] for p in found}
+
+
+def alive(seen: dict[int, int]) -> list[int]:
+    """The processes of ``seen`` still running (same pid *and* start time: a reused pid is
+    someone else's process; zombies have ended)."""
+    table = _proc_table()
+    return sorted(
+        p for p, start in seen.items() if p in table and table[p][2] == start and table[p][1] != "Z"
+    )
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (non-zombie) processes of process group ``pgid``, read from /proc."""
     members = []
@@ -79,6 +113,11 @@ class Processes:
 
     def __init__(self, env: dict[str, str], log_dir: Path) -> None:
         self.env, self.log_dir, self.procs = env, log_dir, {}
+        self.seen: dict[int, int] = {}  # pid -> start time of every process below ours
+
+    def watch(self) -> None:
+        """Remember the processes now running below the ones started here."""
+        self.seen.update(descendants({p.pid for p in self.procs.values()}))
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         log = (self.log_dir / f"{name}.log").open("w")
@@ -172,11 +211,25 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
         # Kill the victim once its round-2 training message has reached it.
         victim = f"node{VICTIM}"
         wait_for(lambda: procs.log(victim).count(TRAIN_MSG) >= 2, 240, "no round-2 message")
+        procs.watch()  # the victim's ClientApp included
         procs.kill(victim)
         killed_at = time.monotonic() - t0
-        wait_for(lambda: (out / "results.json").exists(), 300, "the run did not finish")
+
+        def finished() -> bool:
+            procs.watch()
+            return (out / "results.json").exists()
+
+        wait_for(finished, 300, "the run did not finish")
     finally:
+        procs.watch()
         procs.stop_all()
+        # SIGTERM to our processes must take everything below them down, within a bound.
+        with contextlib.suppress(TimeoutError):  # asserted below, after killing leftovers
+            wait_for(lambda: not alive(procs.seen), 30, "processes outlived the shutdown")
+        stray = alive(procs.seen)
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
     elapsed = time.monotonic() - t0
     print(f"deployment test: victim killed at {killed_at:.1f} s, all done in {elapsed:.1f} s")
 
@@ -188,7 +241,9 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
     assert set(rounds[1]["failed"]) == {"detection"}
     assert results["deploy"]["mode"] == "deployment"
     assert set(results["clients"]) == {"vqa", "report"}  # the dead node was not scored
-    # Nothing this test started is still running.
+    # Nothing this test started, nor anything they started, is still running.
+    assert len(procs.seen) > len(procs.procs)  # the SuperExecs, ServerApp, ClientApps were seen
+    assert stray == [], f"stray processes after shutdown: {stray}"
     for name, proc in procs.procs.items():
         assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running"
         assert group_members(proc.pid) == [], f"{name}'s group still has processes"
