@@ -16,13 +16,24 @@ class ClientStore:
 
     With ``directory`` set, each client's entry is written to ``<directory>/<client>.pt``
     and dropped from memory, so a federation of hundreds of clients costs memory for one.
+
+    Args:
+        directory: Where entries go (in memory when None).
+        shared: The directory is shared with other processes (Flower nodes whose ClientApp
+            runs in a fresh process each round, or in one of several simulation actors):
+            every lookup reads the directory, so entries written elsewhere, before or after
+            this store was made, are found. By default a new store starts empty and knows
+            only what it wrote.
     """
 
-    def __init__(self, directory: str | Path | None = None) -> None:
+    def __init__(self, directory: str | Path | None = None, shared: bool = False) -> None:
         self.directory = Path(directory) if directory is not None else None
+        if shared and self.directory is None:
+            raise ValueError("a shared client store needs a directory")
+        self.shared = shared
+        self._mem: dict[str, dict[str, Any]] = {}
         if self.directory is not None:
             self.directory.mkdir(parents=True, exist_ok=True)
-        self._mem: dict[str, dict[str, Any]] = {}
 
     def _path(self, client_id: str) -> Path:
         assert self.directory is not None
@@ -45,11 +56,13 @@ class ClientStore:
             self._mem[client_id] = {}  # marks presence only
 
     def has(self, client_id: str) -> bool:
+        if self.shared:
+            return self._path(client_id).is_file()
         return client_id in self._mem
 
     def get(self, client_id: str) -> tuple[AdapterState, dict[str, Any] | None]:
         """Return ``(private_state, optimizer_state)``; empty state and ``None`` if unseen."""
-        if client_id not in self._mem:
+        if not self.has(client_id):
             return {}, None
         entry = (
             self._mem[client_id] if self.directory is None else torch.load(self._path(client_id))
@@ -57,6 +70,9 @@ class ClientStore:
         return entry["private"], entry["optimizer"]
 
     def client_ids(self) -> list[str]:
+        if self.shared:
+            assert self.directory is not None
+            return sorted(p.stem for p in self.directory.glob("*.pt"))
         return sorted(self._mem)
 
     def state_dict(self) -> dict[str, Any]:

@@ -85,3 +85,13 @@ def cosine_lr(
     span = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / span)
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def local_seed(seed: int, round_idx: int, client_idx: int) -> int:
+    """Seed of the global torch generator for one client's local update of one round.
+
+    Dropout (and any other draw inside a local update) then depends on (seed, round, client)
+    only, not on which clients trained before in the same process: the in-process simulator
+    and a Flower node that trains only its own client draw the same numbers.
+    """
+    return int(torch.randint(0, 2**62, (1,), generator=_generator(seed, 13, round_idx, client_idx)))

@@ -21,19 +21,13 @@ from fedmllm.federation.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from fedmllm.federation.client_round import LocalTrainer
 from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.drift import drift_logs, drift_stats
-from fedmllm.federation.evaluation import (
-    GLOBAL_MODEL,
-    MetricPlan,
-    generate_all,
-    max_new_tokens_for,
-    score_predictions,
-    write_predictions,
-)
+from fedmllm.federation.evaluation import GLOBAL_MODEL, MetricPlan
 from fedmllm.federation.protocol import Engine, FederatedMethod
-from fedmllm.federation.sampling import batch_indices, cosine_lr, sample_clients
-from fedmllm.metrics import MAIN_METRIC, trivial_prediction
+from fedmllm.federation.server_round import RoundServer
+from fedmllm.metrics import MAIN_METRIC
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
@@ -109,14 +103,17 @@ class Simulator:
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.on_round_end = on_round_end
-        self.store = ClientStore(config.store_dir)
-        self.optimizer = method.configure_optimizers()
-        self._fresh_optimizer = self.optimizer.state_dict()
-        self.initial_state = method.adapter_state()
-        self._views: dict[int, AdapterState] = {}
-        self.global_state = {
-            k: self.initial_state[k] for k in method.shared_keys(self.initial_state)
-        }
+        # The two halves of a round, shared with the Flower apps (deploy/flower).
+        self.trainer = LocalTrainer(fabric, engine, method, config, ClientStore(config.store_dir))
+        initial = self.trainer.initial_state
+        self.server = RoundServer(
+            aggregator,
+            {k: initial[k] for k in method.shared_keys(initial)},
+            list(self.train_clients),
+            config.seed,
+            config.clients_per_round,
+            getattr(method, "client_rank", None),
+        )
         self.base_keys: set[str] = set()  # frozen weights a server rule has changed
         self.round = 0
         self.comm = {"up_bytes": 0, "down_bytes": 0}
@@ -124,44 +121,40 @@ class Simulator:
         self.last_updates: list[ClientUpdate] = []
         self.baselines = {c.client_id: self._baseline(c) for c in self.eval_clients}
 
-    # ----------------------------------------------------------------- state swapping
+    # ----------------------------------------------------------------- shared halves
+    @property
+    def store(self) -> ClientStore:
+        """Each client's private tensors and optimiser state."""
+        return self.trainer.store
+
+    @property
+    def optimizer(self) -> Any:
+        """The one optimiser whose state is swapped per client."""
+        return self.trainer.optimizer
+
+    @property
+    def initial_state(self) -> AdapterState:
+        """Every adapter tensor as initialised (what a client starts from)."""
+        return self.trainer.initial_state
+
+    @property
+    def metric_plan(self) -> MetricPlan:
+        """Which metrics score which client (``federation.metrics`` / ``metric_options``)."""
+        return self.trainer.metric_plan
+
     @property
     def global_state(self) -> AdapterState:
         """The server's shared state (at r_max when clients have different ranks)."""
-        return self._global_state
+        return self.server.global_state
 
     @global_state.setter
     def global_state(self, state: AdapterState) -> None:
-        self._global_state = state
-        self._views = {}  # per-rank views of the old state are stale
+        self.server.global_state = state
 
-    def _hook(self, name: str) -> Callable[..., Any] | None:
-        """One of the method's optional client hooks (``protocol.ClientHooks``), or None."""
-        return getattr(self.method, name, None)
-
-    def _global_view(self, client_id: str) -> AdapterState:
-        """The global state as ``client_id`` receives it (``aggregator.for_client`` at its rank)."""
-        rank_of = self._hook("client_rank")
-        rank = rank_of(client_id) if rank_of is not None else None
-        if rank is None:
-            return self.global_state
-        if rank not in self._views:
-            self._views[rank] = self.aggregator.for_client(self.global_state, rank)
-        return self._views[rank]
-
+    # ----------------------------------------------------------------- state swapping
     def _swap_in(self, client_id: str) -> dict[str, Any] | None:
-        """Load global shared + the client's private tensors into the engine (copy_, no realloc).
-
-        The method first hears who the client is and what the server broadcasts
-        (``begin_client``), then the tensors are copied in.
-        """
-        private, opt_state = self.store.get(client_id)
-        begin = self._hook("begin_client")
-        if begin is not None:
-            begin(client_id, self.aggregator.broadcast_extras())
-        view = self._global_view(client_id)
-        self.method.load_adapter_state({**self.initial_state, **view, **private})
-        return opt_state
+        """Load the client's model (what it receives + its private tensors) into the engine."""
+        return self.trainer.load(client_id, self.server.received(client_id), self.server.extras())
 
     def swap_in(self, client_id: str, shared: AdapterState | None = None) -> None:
         """Put a client's personalised adapter into the engine, e.g. for analysis after a run.
@@ -171,59 +164,35 @@ class Simulator:
             shared: Shared tensors to use instead of the global state, e.g. the client's own
                 pre-aggregation update from :attr:`last_updates`.
         """
-        private, _ = self.store.get(client_id)
-        shared = self._global_view(client_id) if shared is None else shared
-        self.method.load_adapter_state({**self.initial_state, **shared, **private})
-
-    def _batches(self, client: Any, client_idx: int, first_batch: int) -> Iterator[dict[str, Any]]:
-        b = first_batch
-        while True:
-            idx = batch_indices(
-                len(client.train), self.cfg.batch_size, b, self.cfg.seed, client_idx
-            )
-            yield self.engine.collator([client.train[i] for i in idx])
-            b += 1
+        received = self.server.received(client_id) if shared is None else shared
+        self.trainer.load(client_id, received, self.server.extras())
 
     # ----------------------------------------------------------------- one round
     def _local_update(self, client_id: str) -> ClientUpdate:
+        """Train one client (see ``LocalTrainer.train``) and count its traffic."""
         client = self.train_clients[client_id]
-        opt_state = self._swap_in(client_id)
-        self.optimizer.load_state_dict(
-            opt_state
-            if (opt_state is not None and self.cfg.persist_optimizer)
-            else self._fresh_optimizer
+        extras = self.server.extras()
+        result = self.trainer.train(
+            client,
+            list(self.train_clients).index(client_id),
+            self.round,
+            self.server.received(client_id),
+            extras,
         )
-        client_idx = list(self.train_clients).index(client_id)
-        offset = self.round * self.cfg.local_steps
-        total = self.cfg.rounds * self.cfg.local_steps
+        update = result.update
+        self.comm["down_bytes"] += result.down_bytes + state_nbytes(extras)
+        self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
+        return update
 
-        def lr_at(step: int) -> float:
-            return cosine_lr(
-                self.cfg.lr, offset + step, total, self.cfg.warmup_steps, self.cfg.min_lr_ratio
-            )
-
-        batches = self._batches(client, client_idx, offset)
-        metrics = self.method.local_update(
-            self.fabric, batches, self.cfg.local_steps, self.optimizer, lr_at
-        )
-        state = self.method.adapter_state()
-        shared = {k: state[k] for k in self.method.shared_keys(state)}
-        private = {k: state[k] for k in self.method.private_keys(state)}
-        self.store.put(client_id, private, self.optimizer.state_dict())
-        extras_of = self._hook("client_extras")
-        extras = extras_of() if extras_of is not None else {}
-        return ClientUpdate(client_id, shared, len(client.train), metrics, extras)
-
-    def _apply_base_weight_updates(self) -> None:
+    def _apply_base_weight_updates(self, deltas: AdapterState) -> None:
         """Add the last aggregation's dense base-weight deltas to the shared engine.
 
         Every client shares the new base, so every training client must receive the deltas:
         their bytes count down once per training client (FedEx's d×d residual per layer).
         """
-        deltas = self.aggregator.base_weight_updates()
         if not deltas:
             return
-        add = self._hook("add_to_base_weights")
+        add = getattr(self.method, "add_to_base_weights", None)
         if add is None:
             raise TypeError(
                 f"{type(self.aggregator).__name__} changes base weights but "
@@ -233,57 +202,30 @@ class Simulator:
         self.base_keys.update(deltas)
         self.comm["down_bytes"] += len(self.train_clients) * state_nbytes(deltas)
 
-    def _down_bytes(self, client_id: str) -> int:
-        """Bytes of the global state the client just trained needed to receive.
-
-        All of it at the client's rank (``aggregator.for_client``), unless the method narrows
-        it with the optional ``received_keys`` hook (a modality-expert client needs only its
-        own experts; a text-only client no vision-side tensor). Counted after the local update
-        because the method learns what the client's data reaches while training; the global
-        state does not change meanwhile.
-        """
-        view = self._global_view(client_id)
-        narrow = self._hook("received_keys")
-        if narrow is None:
-            return state_nbytes(view)
-        keys = set(narrow(list(view)))
-        return state_nbytes({k: v for k, v in view.items() if k in keys})
-
     def run_round(self, progress: Progress | None = None, task_id: Any = None) -> dict[str, Any]:
         """Train the sampled clients of ``self.round`` and aggregate; returns the round's logs."""
         progress = progress if progress is not None else Progress(disable=True)
         task_id = task_id if task_id is not None else progress.add_task("clients")
         t0 = time.perf_counter()
-        chosen = sample_clients(
-            list(self.train_clients), self.round, self.cfg.seed, self.cfg.clients_per_round
-        )
+        chosen = self.server.sample(self.round)
         progress.reset(task_id, total=len(chosen))
         updates = []
-        begin_round = getattr(self.method, "begin_round", None)
-        if begin_round is not None:  # optional hook: round-dependent local schedules
-            begin_round(self.round, self.cfg.rounds)
-        extras_bytes = state_nbytes(self.aggregator.broadcast_extras())
         for cid in chosen:
             progress.update(task_id, description=f"client {cid}")
-            update = self._local_update(cid)
-            self.comm["down_bytes"] += self._down_bytes(cid) + extras_bytes
-            self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
-            updates.append(update)
+            updates.append(self._local_update(cid))
             progress.advance(task_id)
         # A copy: a server optimiser may update the global tensors in place.
         before = (
             {k: v.detach().clone() for k, v in self.global_state.items()} if self.cfg.drift else {}
         )
         self.last_updates = updates  # the clients' local models before aggregation
-        self.global_state = self.aggregator.aggregate(self.global_state, updates, self.round)
-        self._apply_base_weight_updates()
+        self._apply_base_weight_updates(self.server.aggregate(updates, self.round))
         logs: dict[str, float] = {
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
         }
+        logs.update({f"server/{k}": v for k, v in self.server.round_stats().items()})
         logs.update(self._record_round(updates, before))
         logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
-        stats = getattr(self.aggregator, "round_stats", None)  # e.g. FedA²-LoRA's conditioning
-        logs.update({f"server/{k}": float(v) for k, v in (stats() if stats else {}).items()})
         logs["round/wall_s"] = time.perf_counter() - t0
         self.history[-1]["wall_s"] = logs["round/wall_s"]  # the round entry _record_round added
         return logs
@@ -314,21 +256,9 @@ class Simulator:
         return logs
 
     # ----------------------------------------------------------------- evaluation
-    @property
-    def metric_plan(self) -> MetricPlan:
-        """Which metrics score which client (``federation.metrics`` / ``metric_options``)."""
-        if getattr(self, "_metric_plan", None) is None:
-            self._metric_plan = MetricPlan(self.cfg.metrics, self.cfg.metric_options)
-        return self._metric_plan
-
     def _baseline(self, client: Any) -> dict[str, float]:
-        # Building the full collection checks the client's metric names and options up front.
-        self.metric_plan.collection(client.client_id, client.task)
         source = self.train_clients.get(client.client_id, client)
-        pred = trivial_prediction(client.task, [s.answer for s in source.train])
-        # The trivial baseline skips metrics that run a model (BERTScore, the judge).
-        metrics = self.metric_plan.collection(client.client_id, client.task, skip_expensive=True)
-        return score_predictions(metrics, [pred] * len(client.test), client.test)[0]
+        return self.trainer.baseline(client, source.train)
 
     def _load_model(self, model_id: str) -> None:
         """Load a client's personalised model, or the global one for ``GLOBAL_MODEL``."""
@@ -340,30 +270,16 @@ class Simulator:
 
     def _score_client(self, client: Any, write_path: Path | None) -> dict[str, float]:
         """Generate for ``client``'s test split with the loaded model and score it."""
-        preds = generate_all(
-            self.method,
-            self.engine.gen_collator,
-            client.test,
-            self.cfg.eval_batch_size,
-            max_new_tokens_for(self.cfg.max_new_tokens, client.task),
-        )
-        metrics = self.metric_plan.collection(client.client_id, client.task)
-        scores, per_sample = score_predictions(metrics, preds, client.test)
-        if write_path is not None:
-            write_predictions(write_path, client.test, preds, per_sample)
-        return scores
+        return self.trainer.score(client, write_path)
 
     def evaluate(self, write_dir: Path | None = None) -> dict[str, dict[str, float]]:
         """Score each evaluation client's personalised model on its own test split."""
         scores: dict[str, dict[str, float]] = {}
-        self.method.eval()
-        try:
-            for client in self.eval_clients:
-                self._swap_in(client.client_id)
-                path = None if write_dir is None else write_dir / f"{client.client_id}.jsonl"
-                scores[client.client_id] = self._score_client(client, path)
-        finally:
-            self.method.train()
+        for client in self.eval_clients:
+            cid = client.client_id
+            path = None if write_dir is None else write_dir / f"{cid}.jsonl"
+            received = self.server.received(cid)
+            scores[cid] = self.trainer.evaluate(client, received, self.server.extras(), path)
         return scores
 
     def evaluate_model(
@@ -416,9 +332,10 @@ class Simulator:
         }
 
     def _base_weights(self) -> AdapterState:
+        """The engine's current values of every frozen weight a server rule has changed."""
         if not self.base_keys:
             return {}
-        return self._hook("base_weights")(sorted(self.base_keys))
+        return self.method.base_weights(sorted(self.base_keys))
 
     def resume_from(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this class (a file or a run directory)."""
@@ -429,7 +346,7 @@ class Simulator:
             raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
         base = payload.get("base_weights", {})
         if base:
-            load = self._hook("load_base_weights")
+            load = getattr(self.method, "load_base_weights", None)
             if load is None:
                 raise TypeError(
                     f"checkpoint {path} changed base weights; the method cannot load them"

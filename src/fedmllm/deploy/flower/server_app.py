@@ -1,0 +1,164 @@
+"""The Flower ServerApp: compose the run's config, drive the strategy, write ``results.json``.
+
+The server builds the same components as ``train.py`` (benchmark, engine, method, aggregator,
+seeded identically): the method's initial adapter is the initial global state, its hooks say
+what each client may send, and the aggregator is the server rule. It never trains and never
+sees a client's data or private tensors.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import resource
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from flwr.app import Context
+from flwr.serverapp import Grid, ServerApp
+from omegaconf import OmegaConf
+from safetensors.torch import save_file
+
+from fedmllm.deploy.flower.config import (
+    CONFIG_DIR_KEY,
+    OVERRIDES_KEY,
+    FlowerOptions,
+    compose_config,
+    split_overrides,
+)
+from fedmllm.deploy.flower.strategy import FedMLLMStrategy
+from fedmllm.federation.server_round import RoundServer
+from fedmllm.train import RUN_CONFIG, Components, build_components, build_results
+from fedmllm.types import AdapterState
+from fedmllm.utils.io import write_json
+
+log = logging.getLogger(__name__)
+
+GLOBAL_ADAPTER = "global_adapter.safetensors"
+"""The final global shared state, beside ``results.json``."""
+
+
+def make_round_server(c: Components) -> tuple[RoundServer, AdapterState]:
+    """The server half over ``c`` and the method's initial adapter state."""
+    method = c.method
+    if method.pooled:
+        raise ValueError(
+            f"method {method.name!r} pools every client's data in one place; it has no "
+            "federated deployment (run it with train.py)"
+        )
+    initial = method.adapter_state()
+    server = RoundServer(
+        c.aggregator,
+        {k: initial[k] for k in method.shared_keys(initial)},
+        [cl.client_id for cl in c.train_clients],
+        c.federation.seed,
+        c.federation.clients_per_round,
+        getattr(method, "client_rank", None),
+    )
+    return server, initial
+
+
+def shareable_fn(method: Any, server: RoundServer, initial: AdapterState) -> Any:
+    """``(client id, extras) → tensors the client may send``: the method's shared keys, after
+    hearing the round's extras (FedLEASE's phase), at the client's rank."""
+
+    def shareable(client_id: str, extras: AdapterState) -> AdapterState:
+        begin = getattr(method, "begin_client", None)
+        if begin is not None:
+            begin(client_id, dict(extras))
+        rank = server.rank(client_id)
+        base = initial if rank is None else server.aggregator.for_client(initial, rank)
+        return {k: base[k] for k in method.shared_keys(initial) if k in base}
+
+    return shareable
+
+
+def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
+    """Run a whole federation on ``grid`` and write its results; returns them.
+
+    Args:
+        grid: Flower's grid (its type tells a simulation from a deployment in the results).
+        run_config: ``overrides`` (Hydra), optional ``config-dir`` and the
+            :class:`FlowerOptions` keys.
+    """
+    mode = "simulation" if "InMemory" in type(grid).__name__ else "deployment"
+    t0 = time.perf_counter()
+    cfg = compose_config(
+        split_overrides(str(run_config.get(OVERRIDES_KEY, ""))),
+        str(run_config.get(CONFIG_DIR_KEY) or "") or None,
+    )
+    options = FlowerOptions.from_config(run_config)
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    c = build_components(cfg)
+    server, initial = make_round_server(c)
+    fed = c.federation
+    strategy = FedMLLMStrategy(
+        server,
+        shareable_fn(c.method, server, initial),
+        fed.rounds,
+        fed.eval_every,
+        options,
+        [cl.client_id for cl in c.eval_clients],
+        fed.drift,
+        fed.drift_pairwise_max,
+    )
+    strategy.fit(grid)
+    results = _results(cfg, c, strategy, time.perf_counter() - t0)
+    results["deploy"] = {"engine": "flower", "mode": mode, **_deploy_facts(strategy, options)}
+    results["config"]["deploy"] = {"engine": "flower", "mode": mode}
+    tmp = run_dir / f"{GLOBAL_ADAPTER}.tmp"  # atomic: a crash never leaves half a file
+    save_file({k: v.contiguous() for k, v in server.global_state.items()}, tmp)
+    os.replace(tmp, run_dir / GLOBAL_ADAPTER)
+    write_json(run_dir / "results.json", results)
+    log.info("results written to %s", run_dir / "results.json")
+    return results
+
+
+def _results(cfg: Any, c: Components, strategy: FedMLLMStrategy, wall_s: float) -> dict[str, Any]:
+    scores, baselines = strategy.final_scores, strategy.baselines()
+    scored = [cl for cl in c.eval_clients if cl.client_id in scores and cl.client_id in baselines]
+    if not scored:
+        raise RuntimeError("no client returned its final scores: nothing to report")
+    missing = sorted({cl.client_id for cl in c.eval_clients} - {cl.client_id for cl in scored})
+    if missing:
+        log.warning("clients without final scores, left out of results.json: %s", missing)
+    out = {
+        "scores": scores,
+        "baselines": baselines,
+        "comm": dict(strategy.comm),
+        "wall_s": wall_s,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "history": strategy.history,
+        "aggregator": strategy.server.describe(),
+    }
+    validation = getattr(c.benchmark, "validation", None)
+    results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation)
+    results["peak_rss_scope"] = "server"
+    return results
+
+
+def _deploy_facts(strategy: FedMLLMStrategy, options: FlowerOptions) -> dict[str, Any]:
+    rounds = [h for h in strategy.history if "aggregated" in h]
+    return {
+        "options": options.as_run_config(),
+        "nodes": {cid: info.node_id for cid, info in strategy.nodes.items()},
+        "eval_down_bytes": strategy.eval_down_bytes,
+        "failed_replies": sum(len(h["failed"]) for h in rounds),
+        "rejected_replies": sum(len(h["rejected"]) for h in rounds),
+    }
+
+
+def make_server_app(defaults: dict[str, Any] | None = None) -> ServerApp:
+    """A ServerApp running :func:`run_server`; ``defaults`` fill keys the run config lacks."""
+    app = ServerApp()
+    base = dict(defaults or {})
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_server(grid, {**base, **dict(context.run_config)})
+
+    return app

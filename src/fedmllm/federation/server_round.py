@@ -1,0 +1,97 @@
+"""The server half of a round: one implementation for the Simulator and the Flower ServerApp.
+
+:class:`RoundServer` holds the global shared state and the server rule, and answers the
+questions every round asks: which clients train (seeded sampling), what each one receives
+(the global state at the client's LoRA rank, via ``aggregator.for_client``, plus the rule's
+broadcast extras), and what the new global state is once updates are in (``aggregate``,
+then the rule's dense base-weight deltas, if any). The Simulator feeds it updates from its
+in-process clients; the Flower strategy feeds it the replies that passed its checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from fedmllm.aggregators.base import Aggregator
+from fedmllm.federation.sampling import sample_clients
+from fedmllm.types import AdapterState, ClientUpdate
+
+
+class RoundServer:
+    """Global state, client sampling, per-client payloads and aggregation.
+
+    Args:
+        aggregator: The server rule.
+        global_state: The initial global shared state.
+        client_ids: Every training client, in the run's fixed order.
+        seed: Run seed (sampling).
+        clients_per_round: ``federation.clients_per_round``.
+        rank_of: The method's optional ``client_rank`` hook (per-client LoRA ranks).
+    """
+
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        global_state: AdapterState,
+        client_ids: Sequence[str],
+        seed: int,
+        clients_per_round: int | float | None,
+        rank_of: Callable[[str], int | None] | None = None,
+    ) -> None:
+        self.aggregator = aggregator
+        self.client_ids = list(client_ids)
+        self.seed = seed
+        self.clients_per_round = clients_per_round
+        self.rank_of = rank_of
+        self._views: dict[int, AdapterState] = {}
+        self.global_state = global_state
+
+    @property
+    def global_state(self) -> AdapterState:
+        """The server's shared state (at r_max when clients have different ranks)."""
+        return self._global_state
+
+    @global_state.setter
+    def global_state(self, state: AdapterState) -> None:
+        self._global_state = state
+        self._views = {}  # per-rank views of the old state are stale
+
+    def sample(self, round_idx: int) -> list[str]:
+        """The clients that train round ``round_idx``, in the run's client order."""
+        return sample_clients(self.client_ids, round_idx, self.seed, self.clients_per_round)
+
+    def rank(self, client_id: str) -> int | None:
+        """The client's LoRA rank, or None when every client uses the engine's rank."""
+        return self.rank_of(client_id) if self.rank_of is not None else None
+
+    def received(self, client_id: str) -> AdapterState:
+        """The global state as ``client_id`` receives it (``aggregator.for_client`` at its rank)."""
+        rank = self.rank(client_id)
+        if rank is None:
+            return self.global_state
+        if rank not in self._views:
+            self._views[rank] = self.aggregator.for_client(self.global_state, rank)
+        return self._views[rank]
+
+    def extras(self) -> AdapterState:
+        """What the rule broadcasts beside the global state (e.g. SCAFFOLD's c)."""
+        return self.aggregator.broadcast_extras()
+
+    def aggregate(self, updates: Sequence[ClientUpdate], round_idx: int) -> AdapterState:
+        """Fold this round's updates into the global state.
+
+        Returns:
+            The dense base-weight deltas every client must add to its frozen weights (FedEx's
+            residual, FRLoRA's refresh); empty for most rules.
+        """
+        self.global_state = self.aggregator.aggregate(self.global_state, list(updates), round_idx)
+        return self.aggregator.base_weight_updates()
+
+    def round_stats(self) -> dict[str, float]:
+        """The rule's scalars about the last aggregation (logged as ``server/<name>``)."""
+        return {k: float(v) for k, v in self.aggregator.round_stats().items()}
+
+    def describe(self) -> dict[str, Any]:
+        """The rule's plain facts for ``results.json``."""
+        return self.aggregator.describe()
