@@ -14,8 +14,8 @@ import torch
 from fedmllm.aggregators import FedAvg
 from fedmllm.data.schema import Sample
 from fedmllm.federation import FederationConfig, Simulator
+from fedmllm.federation.config import Client
 from fedmllm.federation.evaluation import GLOBAL_MODEL
-from fedmllm.federation.simulator import Client
 from fedmllm.metrics import METRIC_KEYS
 
 

@@ -8,8 +8,8 @@ from multimodal_helpers import cpu_fabric, make_samples, tiny_engine
 
 from fedmllm.aggregators import NoAggregation
 from fedmllm.aggregators.expert_aware import ExpertAware
+from fedmllm.federation import Client, FederationConfig, Simulator
 from fedmllm.federation.sampling import batch_indices
-from fedmllm.federation.simulator import Client, FederationConfig, Simulator
 from fedmllm.lora.modality_expert import ModalityExpertLinear, expert_modality
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.modality_expert_module import ModalityExpertMethod

@@ -13,7 +13,7 @@ from torch import nn
 
 from fedmllm.aggregators import FedAvg
 from fedmllm.federation import FederationConfig, Simulator
-from fedmllm.federation.simulator import Client
+from fedmllm.federation.config import Client
 from fedmllm.lora import LoRALinear, MoLELinear, adapter_parameter_names
 from fedmllm.methods import LoRAMethod, MoLEMethod
 

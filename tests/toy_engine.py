@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fedmllm.federation.simulator import Client, FederationConfig, Simulator
+from fedmllm.federation import Client, FederationConfig, Simulator
 
 VOCAB, DIM = 13, 6
 TARGETS = ["q_proj", "up_proj", "down_proj"]

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
 from fedmllm.federation import FederationConfig, Simulator
-from fedmllm.federation.simulator import Client
+from fedmllm.federation.config import Client
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table

@@ -14,11 +14,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from fedmllm.federation.client_store import ClientStore
+from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.evaluation import (
     MetricPlan,
     generate_all,
@@ -30,9 +31,6 @@ from fedmllm.federation.protocol import Engine, FederatedMethod
 from fedmllm.federation.sampling import batch_indices, cosine_lr, local_seed
 from fedmllm.metrics import trivial_prediction
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
-
-if TYPE_CHECKING:  # the simulator imports this module
-    from fedmllm.federation.simulator import FederationConfig
 
 
 @dataclass

@@ -7,7 +7,6 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from fedmllm.federation.checkpoint import (
 )
 from fedmllm.federation.client_round import LocalTrainer
 from fedmllm.federation.client_store import ClientStore
+from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.drift import drift_logs, drift_stats
 from fedmllm.federation.evaluation import GLOBAL_MODEL, MetricPlan
 from fedmllm.federation.protocol import Engine, FederatedMethod
@@ -31,42 +31,6 @@ from fedmllm.metrics import MAIN_METRIC
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class FederationConfig:
-    """Knobs of the round loop (Hydra group ``federation/``)."""
-
-    rounds: int = 10
-    local_steps: int = 20
-    batch_size: int = 8
-    clients_per_round: int | float | None = None
-    lr: float = 5e-4
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0
-    eval_every: int = 5
-    eval_batch_size: int = 50
-    max_new_tokens: dict[str, int] = field(
-        default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24}
-    )
-    metrics: dict[str, list[str]] = field(default_factory=dict)
-    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    persist_optimizer: bool = True
-    checkpoint: bool = True
-    store_dir: str | None = None
-    drift: bool = True
-    drift_pairwise_max: int = 16
-    seed: int = 0
-
-
-@dataclass
-class Client:
-    """A training or evaluation participant: duck-typed on fedmllm's ``ClientData``."""
-
-    client_id: str
-    task: str
-    train: Sequence[Any]
-    test: Sequence[Any]
 
 
 class Simulator:

@@ -1,0 +1,43 @@
+"""What the round loop is given: its knobs and the duck type of a participant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class FederationConfig:
+    """Knobs of the round loop (Hydra group ``federation/``)."""
+
+    rounds: int = 10
+    local_steps: int = 20
+    batch_size: int = 8
+    clients_per_round: int | float | None = None
+    lr: float = 5e-4
+    warmup_steps: int = 0
+    min_lr_ratio: float = 0.0
+    eval_every: int = 5
+    eval_batch_size: int = 50
+    max_new_tokens: dict[str, int] = field(
+        default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24}
+    )
+    metrics: dict[str, list[str]] = field(default_factory=dict)
+    metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    persist_optimizer: bool = True
+    checkpoint: bool = True
+    store_dir: str | None = None
+    drift: bool = True
+    drift_pairwise_max: int = 16
+    seed: int = 0
+
+
+@dataclass
+class Client:
+    """A training or evaluation participant: duck-typed on fedmllm's ``ClientData``."""
+
+    client_id: str
+    task: str
+    train: Sequence[Any]
+    test: Sequence[Any]
