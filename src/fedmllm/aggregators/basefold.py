@@ -16,11 +16,8 @@ import torch
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
     base_weight_key,
-    client_weights,
-    common_keys,
-    lora_pairs,
-    mean_of_keys,
     pair_ranks,
+    paired_round,
     require_equal_ranks,
 )
 from fedmllm.aggregators.lowrank import fedex_residual, frlora_base_delta, pair_means
@@ -54,12 +51,9 @@ class FedExLoRA(ScaledRule):
         self._base_updates = {}
         if not updates:
             return dict(global_state)
-        states = [u.state for u in updates]
-        weights = client_weights([u.num_examples for u in updates], self.weighting)
+        rnd = paired_round(updates, self.weighting)
+        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         w = [float(x) for x in weights]
-        keys = common_keys(states)
-        pairs, others = lora_pairs(keys)
-        out = mean_of_keys(states, others, weights)
         for prefix, (a_key, b_key) in pairs.items():
             ranks = pair_ranks(states, a_key, b_key)
             require_equal_ranks(self.name, prefix + "lora_*", ranks)
@@ -103,12 +97,9 @@ class FRLoRA(ScaledRule):
         self._base_updates = {}
         if not updates:
             return dict(global_state)
-        states = [u.state for u in updates]
-        weights = client_weights([u.num_examples for u in updates], self.weighting)
-        keys = common_keys(states)
-        pairs, others = lora_pairs(keys)
+        rnd = paired_round(updates, self.weighting)
+        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         self._capture_init(global_state, pairs)
-        out = mean_of_keys(states, others, weights)
         for prefix, (a_key, b_key) in pairs.items():
             ranks = pair_ranks(states, a_key, b_key)
             a0, b0 = self.init_state[a_key], self.init_state[b_key]

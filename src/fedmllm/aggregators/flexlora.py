@@ -6,11 +6,8 @@ from collections.abc import Sequence
 
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
-    client_weights,
-    common_keys,
-    lora_pairs,
-    mean_of_keys,
     pair_ranks,
+    paired_round,
 )
 from fedmllm.aggregators.lowrank import svd_redistribute
 from fedmllm.types import AdapterState, ClientUpdate
@@ -38,11 +35,8 @@ class FlexLoRA(ScaledRule):
     ) -> AdapterState:
         if not updates:
             return dict(global_state)
-        states = [u.state for u in updates]
-        weights = client_weights([u.num_examples for u in updates], self.weighting)
-        keys = common_keys(states)
-        pairs, others = lora_pairs(keys)
-        out = mean_of_keys(states, others, weights)
+        rnd = paired_round(updates, self.weighting)
+        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         for a_key, b_key in pairs.values():
             ranks = pair_ranks(states, a_key, b_key)
             r_max = max(ranks)

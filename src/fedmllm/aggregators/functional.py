@@ -7,11 +7,12 @@ tested on three small tensors.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import torch
 
 from fedmllm.lora.rank import A_SUFFIX, B_SUFFIX
-from fedmllm.types import AdapterState
+from fedmllm.types import AdapterState, ClientUpdate
 
 
 def client_weights(num_examples: Sequence[int], weighting: str = "samples") -> torch.Tensor:
@@ -211,3 +212,31 @@ def zero_padded_mean(states: Sequence[AdapterState], weights: torch.Tensor) -> A
             mean = padded_mean([s[key] for s in states], w, dim)
             out[key] = mean.to(states[0][key].dtype)
     return {k: out[k] for k in keys}
+
+
+@dataclass
+class PairedRound:
+    """One round's updates as the low-rank rules read them (FedEx, FRLoRA, FlexLoRA, ridge).
+
+    Attributes:
+        states: The clients' shared states, in update order.
+        weights: Their aggregation weights (sum to 1).
+        keys: The keys every client sent.
+        pairs: ``{prefix: (a_key, b_key)}`` of the LoRA pairs among ``keys``.
+        out: The weighted mean of every key outside a pair (the rule fills in the pairs).
+    """
+
+    states: list[AdapterState]
+    weights: torch.Tensor
+    keys: list[str]
+    pairs: dict[str, tuple[str, str]]
+    out: AdapterState
+
+
+def paired_round(updates: Sequence[ClientUpdate], weighting: str) -> PairedRound:
+    """Weights, common keys, LoRA pairs and the mean of the unpaired keys of ``updates``."""
+    states = [u.state for u in updates]
+    weights = client_weights([u.num_examples for u in updates], weighting)
+    keys = common_keys(states)
+    pairs, others = lora_pairs(keys)
+    return PairedRound(states, weights, keys, pairs, mean_of_keys(states, others, weights))

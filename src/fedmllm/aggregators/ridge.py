@@ -9,12 +9,9 @@ from typing import Any
 
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
-    client_weights,
-    common_keys,
-    lora_pairs,
-    mean_of_keys,
     padded_mean,
     pair_ranks,
+    paired_round,
 )
 from fedmllm.aggregators.lowrank import RIDGE_MODES, ridge_factors
 from fedmllm.types import AdapterState, ClientUpdate
@@ -80,12 +77,9 @@ class FedA2LoRA(ScaledRule):
         self._stats = {}
         if not updates:
             return dict(global_state)
-        states = [u.state for u in updates]
-        weights = client_weights([u.num_examples for u in updates], self.weighting)
+        rnd = paired_round(updates, self.weighting)
+        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         w = [float(x) for x in weights]
-        keys = common_keys(states)
-        pairs, others = lora_pairs(keys)
-        out = mean_of_keys(states, others, weights)
         warm = round_idx < self.warmup_rounds
         conds: list[float] = []
         lams: list[float] = []
