@@ -160,7 +160,14 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
         f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
         f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
     )
-    env = {**os.environ, "FLWR_HOME": str(home), "FLWR_TELEMETRY_ENABLED": "0"}
+    env = {
+        **os.environ,
+        "FLWR_HOME": str(home),
+        "FLWR_TELEMETRY_ENABLED": "0",
+        # The SuperExecs start `flwr-serverapp` / `flwr-clientapp` found on PATH: they must be
+        # this environment's (where fedmllm is installed), not another Python's Flower.
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     procs = Processes(env, tmp_path)
     out = tmp_path / "run"
     t0 = time.monotonic()
