@@ -5,6 +5,7 @@ on the node, rejected and missing replies."""
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from fedmllm.deploy.flower import node as node_module  # noqa: E402
 from fedmllm.deploy.flower.client_app import (  # noqa: E402
+    EXTRAS,
     UPDATE,
     ClientHandlers,
     make_client_app,
@@ -111,17 +113,15 @@ def test_reply_holds_exactly_the_shared_tensors_and_private_ones_stay_on_the_nod
         assert any(".experts." in k or "router" in k for k in private)
 
 
-def _poisoning(config: dict, victim: str, spoil):
-    """A ClientApp whose ``victim`` client sends ``spoil(tensor)`` in place of one tensor."""
+def _poisoning(config: dict, victim: str, record: str, spoil):
+    """A ClientApp whose ``victim`` client sends ``spoil(state)`` in place of its ``record``
+    (the update or the extras)."""
     handlers = ClientHandlers(config)
 
     def train(msg: Message, context) -> Message:
         reply = handlers.train(msg, context)
         if reply.content["config"]["client-id"] == victim:
-            state = get_state(reply.content, UPDATE)
-            key = sorted(state)[0]
-            state[key] = spoil(state[key])
-            put_state(reply.content, UPDATE, state)
+            put_state(reply.content, record, spoil(get_state(reply.content, record)))
         return reply
 
     app = ClientApp()
@@ -131,24 +131,45 @@ def _poisoning(config: dict, victim: str, spoil):
     return app
 
 
+def _first(change):
+    """Apply ``change`` to the first tensor (by key) of a state."""
+
+    def spoil(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        key = sorted(state)[0]
+        return {**state, key: change(state[key].clone())}
+
+    return spoil
+
+
 def _with_nan(t: torch.Tensor) -> torch.Tensor:
-    t = t.clone()
     t.view(-1)[0] = float("nan")
     return t
 
 
 def _one_row_short(t: torch.Tensor) -> torch.Tensor:
-    return t[:-1].clone()
+    return t[:-1]
+
+
+def _stray_key(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return {**state, "stray": torch.zeros(3)}
 
 
 @pytest.mark.parametrize(
-    ("spoil", "reason"), [(_with_nan, "NaN"), (_one_row_short, "shape")], ids=["nan", "shape"]
+    ("experiment", "record", "spoil", "reason"),
+    [
+        ("fedmed_fedavg", UPDATE, _first(_with_nan), "NaN"),
+        ("fedmed_fedavg", UPDATE, _first(_one_row_short), "update .* has shape"),
+        ("fedmed_fedavg", EXTRAS, _stray_key, "extras has 1 unexpected keys"),
+        ("fedmed_scaffold", EXTRAS, _first(_one_row_short), "extras .* has shape"),
+        ("fedmed_scaffold", EXTRAS, _first(_with_nan), "extras .* NaN"),
+    ],
+    ids=["nan", "shape", "stray-extra", "scaffold-dc-shape", "scaffold-dc-nan"],
 )
-def test_a_bad_update_is_rejected_logged_and_the_others_are_averaged(
-    spoil, reason, cache_dir, tmp_path, caplog
+def test_a_bad_reply_is_rejected_logged_and_the_others_are_averaged(
+    experiment, record, spoil, reason, cache_dir, tmp_path, caplog
 ):
-    config = run_config(cache_dir, tmp_path, "fedmed_fedavg", **{"min-replies": 2})
-    grid = local_grid(_poisoning(config, "report", spoil), config, tmp_path / "nodes")
+    config = run_config(cache_dir, tmp_path, experiment, **{"min-replies": 2})
+    grid = local_grid(_poisoning(config, "report", record, spoil), config, tmp_path / "nodes")
     sent: dict[str, dict[str, torch.Tensor]] = {}
     original_pull = grid.pull_messages
 
@@ -164,11 +185,12 @@ def test_a_bad_update_is_rejected_logged_and_the_others_are_averaged(
         results = run_server(grid, config)
     round1 = results["history"][0]
     assert round1["aggregated"] == ["vqa", "detection"]
-    assert reason in " ".join(round1["rejected"]["report"])
+    assert re.search(reason, " ".join(round1["rejected"]["report"]))
     records = [r for r in caplog.records if "rejected the update of client report" in r.message]
     assert len(records) == 1 and records[0].levelno == logging.WARNING
-    assert reason in records[0].getMessage()
-    # FedAvg of the two sound updates, by hand: weights n_k / (n_vqa + n_det), both n_k = 8
+    assert re.search(reason, records[0].getMessage())
+    # FedAvg of the two sound updates (SCAFFOLD's model step too), by hand: weights
+    # n_k / (n_vqa + n_det), both n_k = 8
     glob_ = load_file(tmp_path / "flower" / GLOBAL_ADAPTER)
     for k, v in glob_.items():
         expected = (sent["vqa"][k].double() + sent["detection"][k].double()) / 2

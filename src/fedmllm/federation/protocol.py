@@ -81,6 +81,10 @@ class ClientHooks(Protocol):
     def client_extras(self) -> AdapterState:
         """Tensors sent up in ``ClientUpdate.extras`` after ``local_update`` (SCAFFOLD's Δc)."""
 
+    def client_extras_shapes(self, shared: AdapterState) -> dict[str, tuple[int, ...]]:
+        """Keys and shapes :meth:`client_extras` may return for a client that may share
+        ``shared`` (a deployment's server refuses any other extras)."""
+
     def add_to_base_weights(self, deltas: AdapterState) -> None:
         """Add ``aggregator.base_weight_updates()`` to the shared engine's frozen weights."""
 

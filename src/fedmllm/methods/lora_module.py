@@ -169,6 +169,10 @@ class LoRAMethod(L.LightningModule):
         """Tensors sent up beside the shared state after :meth:`local_update` (none here)."""
         return {}
 
+    def client_extras_shapes(self, shared: AdapterState) -> dict[str, tuple[int, ...]]:
+        """Keys and shapes :meth:`client_extras` may return (none here)."""
+        return {}
+
     # ------------------------------------------------------------------ base weights
     def add_to_base_weights(self, deltas: AdapterState) -> None:
         """Add a server's dense deltas to the shared engine's frozen base weights."""

@@ -86,6 +86,10 @@ class ScaffoldMethod(LoRAMethod):
     def client_extras(self) -> AdapterState:
         return dict(self._delta_c)
 
+    def client_extras_shapes(self, shared: AdapterState) -> dict[str, tuple[int, ...]]:
+        # Δc_k has one entry per trainable tensor, and every trainable tensor is shared.
+        return {k: tuple(v.shape) for k, v in shared.items()}
+
     # ------------------------------------------------------------------ local loop
     def begin_local(self, optimizer: torch.optim.Optimizer, num_steps: int) -> None:
         params = self._params = self.trainable_parameters()

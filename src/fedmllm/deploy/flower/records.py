@@ -99,7 +99,11 @@ def get_base_deltas(content: RecordDict) -> list[tuple[int, AdapterState]]:
     return [(r, get_state(content, f"{BASE_PREFIX}{r}")) for r in rounds]
 
 
-def shapes(state: AdapterState) -> dict[str, tuple[int, ...]]:
+Shapes = dict[str, tuple[int, ...]]
+"""Key → shape: what a client may send."""
+
+
+def shapes(state: AdapterState) -> Shapes:
     """Key → shape of a state (what a reply's tensors are checked against)."""
     return {k: tuple(v.shape) for k, v in state.items()}
 

@@ -17,7 +17,7 @@ from fedmllm.deploy.flower.client_app import (
     NUM_EXAMPLES,
     UPDATE,
 )
-from fedmllm.deploy.flower.records import check_state, get_state, shapes
+from fedmllm.deploy.flower.records import check_state, get_state
 from fedmllm.types import ClientUpdate
 
 
@@ -41,7 +41,10 @@ class TrainReply:
 
 
 def parse_train_reply(
-    client_id: str, reply: Message, allowed: Mapping[str, tuple[int, ...]]
+    client_id: str,
+    reply: Message,
+    allowed: Mapping[str, tuple[int, ...]],
+    allowed_extras: Mapping[str, tuple[int, ...]] | None = None,
 ) -> TrainReply:
     """Check a training reply and turn it into a ``ClientUpdate``.
 
@@ -49,10 +52,12 @@ def parse_train_reply(
         client_id: The client the message was for.
         reply: Its reply (with content).
         allowed: Keys the client may send this round, with their shapes.
+        allowed_extras: Keys and shapes of the extras it may send (``None``: none).
 
     Returns:
         The update, or the problems that reject it: missing records, another client's
-        reply, unexpected keys, wrong shapes, NaN/Inf tensors, a bad ``num-examples``.
+        reply, unexpected keys, wrong shapes, NaN/Inf tensors (update and extras), a bad
+        ``num-examples``.
     """
     content = reply.content
     missing = [k for k in (UPDATE, METRICS, CONFIG) if k not in content]
@@ -66,7 +71,7 @@ def parse_train_reply(
     except ValueError as e:
         return TrainReply(None, [str(e)])
     problems = check_state(state, allowed, "update")
-    problems += check_state(extras, shapes(extras), "extras")  # finite values only
+    problems += check_state(extras, allowed_extras or {}, "extras")
     metrics = dict(content[METRICS])
     n = metrics.pop(NUM_EXAMPLES, None)
     if not isinstance(n, int) or n <= 0:

@@ -28,7 +28,8 @@ from fedmllm.deploy.flower.config import (
     compose_config,
     split_overrides,
 )
-from fedmllm.deploy.flower.strategy import FedMLLMStrategy
+from fedmllm.deploy.flower.records import Shapes, shapes
+from fedmllm.deploy.flower.strategy import FedMLLMStrategy, Shareable
 from fedmllm.federation.server_round import RoundServer
 from fedmllm.train import RUN_CONFIG, Components, build_components, build_results
 from fedmllm.types import AdapterState
@@ -60,17 +61,20 @@ def make_round_server(c: Components) -> tuple[RoundServer, AdapterState]:
     return server, initial
 
 
-def shareable_fn(method: Any, server: RoundServer, initial: AdapterState) -> Any:
-    """``(client id, extras) → tensors the client may send``: the method's shared keys, after
-    hearing the round's extras (FedLEASE's phase), at the client's rank."""
+def shareable_fn(method: Any, server: RoundServer, initial: AdapterState) -> Shareable:
+    """``(client id, extras) → shapes of the update and of the extras the client may send``:
+    the method's shared keys, after hearing the round's extras (FedLEASE's phase), at the
+    client's rank; extras as the method's ``client_extras_shapes`` says (none without it)."""
 
-    def shareable(client_id: str, extras: AdapterState) -> AdapterState:
+    def shareable(client_id: str, extras: AdapterState) -> tuple[Shapes, Shapes]:
         begin = getattr(method, "begin_client", None)
         if begin is not None:
             begin(client_id, dict(extras))
         rank = server.rank(client_id)
         base = initial if rank is None else server.aggregator.for_client(initial, rank)
-        return {k: base[k] for k in method.shared_keys(initial) if k in base}
+        shared = {k: base[k] for k in method.shared_keys(initial) if k in base}
+        extras_shapes = getattr(method, "client_extras_shapes", None)
+        return shapes(shared), (extras_shapes(shared) if extras_shapes is not None else {})
 
     return shareable
 

@@ -30,7 +30,7 @@ from fedmllm.deploy.flower.client_app import (
     NUM_EXAMPLES,
 )
 from fedmllm.deploy.flower.config import FlowerOptions
-from fedmllm.deploy.flower.records import put_base_deltas, put_state, shapes, to_record
+from fedmllm.deploy.flower.records import Shapes, put_base_deltas, put_state, to_record
 from fedmllm.deploy.flower.replies import parse_scores, parse_train_reply
 from fedmllm.deploy.flower.transport import exchange, match_replies
 from fedmllm.federation.drift import drift_stats
@@ -40,8 +40,9 @@ from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
 
-Shareable = Callable[[str, AdapterState], AdapterState]
-"""(client id, broadcast extras) → the tensors that client may send this round (for shapes)."""
+Shareable = Callable[[str, AdapterState], tuple[Shapes, Shapes]]
+"""(client id, broadcast extras) → shapes of the update and of the extras that client may send
+this round."""
 
 
 @dataclass
@@ -59,7 +60,8 @@ class FedMLLMStrategy(Strategy):
 
     Args:
         server: The server half (aggregator, global state, sampling, per-client payloads).
-        shareable: Which tensors (with shapes) a client may send, given the round's extras.
+        shareable: Which tensors and extras (with shapes) a client may send, given the round's
+            broadcast extras.
         rounds: Number of rounds.
         eval_every: Evaluate every n rounds (and always after the last one).
         options: Deployment options (minimum replies, deadlines).
@@ -224,7 +226,7 @@ class FedMLLMStrategy(Strategy):
         for cid in sampled:
             if cid not in answers:
                 continue
-            parsed = parse_train_reply(cid, answers[cid], shapes(self.shareable(cid, extras)))
+            parsed = parse_train_reply(cid, answers[cid], *self.shareable(cid, extras))
             self.comm["up_bytes"] += parsed.up_bytes
             self.comm["down_bytes"] += parsed.down_bytes
             if parsed.base_round is not None:
