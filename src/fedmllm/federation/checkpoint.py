@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import random
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from fedmllm.utils.io import torch_save_atomic
 
 CHECKPOINT_NAME = "last.ckpt"
 CHECKPOINT_KEYS = frozenset(
@@ -51,11 +52,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     unknown = set(payload) - CHECKPOINT_KEYS
     if unknown:
         raise KeyError(f"unknown checkpoint keys {sorted(unknown)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"version": VERSION, **payload}, tmp)
-    os.replace(tmp, path)
+    torch_save_atomic({"version": VERSION, **payload}, Path(path))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from fedmllm.types import AdapterState
+from fedmllm.utils.io import torch_save_atomic
 
 
 class ClientStore:
@@ -50,10 +51,14 @@ class ClientStore:
         if self.directory is None:
             self._mem[client_id] = entry
         else:
-            tmp = self._path(client_id).with_suffix(".tmp")
-            torch.save(entry, tmp)
-            tmp.replace(self._path(client_id))
+            torch_save_atomic(entry, self._path(client_id))
             self._mem[client_id] = {}  # marks presence only
+
+    def discard(self, client_id: str) -> None:
+        """Forget ``client_id``'s entry (its file too), as if it had never been stored."""
+        self._mem.pop(client_id, None)
+        if self.directory is not None:
+            self._path(client_id).unlink(missing_ok=True)
 
     def has(self, client_id: str) -> bool:
         if self.shared:

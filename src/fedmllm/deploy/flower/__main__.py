@@ -6,8 +6,9 @@ engine: e.g. ``python -m fedmllm.deploy.flower experiment=fedmed_fedavg debug=sm
 ``flower.*`` arguments are Flower's, not Hydra's: ``flower.num_supernodes``,
 ``flower.num_cpus``, ``flower.client_cpus`` and the deployment options ``flower.min_replies``,
 ``flower.round_timeout``, ``flower.min_nodes``, ``flower.node_wait``, ``flower.eval_timeout``,
-``flower.config_dir``. ``python -m fedmllm.deploy.flower app-dir`` prints the directory of the
-Flower app for ``flwr run``.
+``flower.config_dir``, ``flower.resume_from`` (a Flower run directory to continue).
+``python -m fedmllm.deploy.flower app-dir`` prints the directory of the Flower app for
+``flwr run``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ import sys
 from pathlib import Path
 
 from fedmllm.deploy.flower.config import CONFIG_DIR_KEY, OVERRIDES_KEY, FlowerOptions
+from fedmllm.deploy.flower.resume import RESUME_KEY
 
 log = logging.getLogger("fedmllm")
 
 APP_DIR = Path(__file__).resolve().parent / "app"
 _ENGINE_KEYS = ("num_supernodes", "num_cpus", "client_cpus")
+_PATH_KEYS = {"config_dir": CONFIG_DIR_KEY, "resume_from": RESUME_KEY}
 
 
 def parse_args(argv: list[str]) -> tuple[dict[str, object], dict[str, int]]:
@@ -41,12 +44,12 @@ def parse_args(argv: list[str]) -> tuple[dict[str, object], dict[str, int]]:
             engine[name] = int(value)
         elif name in known:
             options[name.replace("_", "-")] = float(value)
-        elif name == "config_dir":
-            options[CONFIG_DIR_KEY] = value
+        elif name in _PATH_KEYS:
+            options[_PATH_KEYS[name]] = value
         else:
             raise ValueError(
                 f"unknown option {key!r}; Flower options are "
-                f"{sorted(f'flower.{k}' for k in (*known, *_ENGINE_KEYS, 'config_dir'))}"
+                f"{sorted(f'flower.{k}' for k in (*known, *_ENGINE_KEYS, *_PATH_KEYS))}"
             )
     run_config = {OVERRIDES_KEY: shlex.join(overrides), **options}
     FlowerOptions.from_config(run_config)  # fail on bad values before Ray starts

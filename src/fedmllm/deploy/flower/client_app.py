@@ -36,25 +36,31 @@ GLOBAL, EXTRAS, UPDATE, CONFIG, METRICS, BASELINE = (
     "metrics",
     "baseline",
 )
-NUM_EXAMPLES, DOWN_BYTES, CLIENT_ID, BASE_ROUND = (
+NUM_EXAMPLES, DOWN_BYTES, CLIENT_ID, BASE_ROUND, STATE_RUN = (
     "num-examples",
     "down-bytes",
     "client-id",
     "base-round",
+    "state-run",  # the run whose state directories the nodes use (a resumed run: the first)
 )
 
 
-def node_context(context: Context, defaults: dict[str, Any]) -> tuple[NodeRuntime, int, Any]:
+def node_context(
+    context: Context, defaults: dict[str, Any], msg: Message
+) -> tuple[NodeRuntime, int, Any]:
     """The process's runtime for this run, and this node's ``(client index, client)``.
 
-    ``defaults`` fills run-config keys the context lacks (``run_simulation`` passes none).
+    ``defaults`` fills run-config keys the context lacks (``run_simulation`` passes none). The
+    state directory is the one of the run the message names (``state-run``: a resumed run
+    keeps its first run's), else this run's.
     """
     run_config = {**defaults, **dict(context.run_config)}
     settings = NodeSettings.from_node_config(dict(context.node_config))
     if settings.config_dir is None and run_config.get(CONFIG_DIR_KEY):
         settings = replace(settings, config_dir=str(run_config[CONFIG_DIR_KEY]))
     overrides = split_overrides(str(run_config.get(OVERRIDES_KEY, "")))
-    runtime = runtime_for(context.run_id, overrides, settings)
+    config = msg.content.get(CONFIG, {})
+    runtime = runtime_for(config.get(STATE_RUN, context.run_id), overrides, settings)
     idx, client = runtime.client(settings)
     return runtime, idx, client
 
@@ -88,7 +94,7 @@ class ClientHandlers:
 
     def hello(self, msg: Message, context: Context) -> Message:
         """Reply with the node's client id, task, data size, baseline scores and base round."""
-        runtime, _, client = node_context(context, self.defaults)
+        runtime, _, client = node_context(context, self.defaults, msg)
         baseline = runtime.trainer.baseline(client, client.train)
         content = RecordDict(
             {
@@ -107,10 +113,11 @@ class ClientHandlers:
 
     def train(self, msg: Message, context: Context) -> Message:
         """Run the client's local update of the message's round; reply with what it shares."""
-        runtime, idx, client = node_context(context, self.defaults)
+        runtime, idx, client = node_context(context, self.defaults, msg)
         _check_addressee(msg, client.client_id)
         round_idx = int(msg.content[CONFIG]["round"])
         base_round = runtime.sync_base(client.client_id, get_base_deltas(msg.content))
+        runtime.start_round(client.client_id, round_idx)
         result = runtime.trainer.train(
             client, idx, round_idx, get_state(msg.content, GLOBAL), get_state(msg.content, EXTRAS)
         )
@@ -126,7 +133,7 @@ class ClientHandlers:
 
     def evaluate(self, msg: Message, context: Context) -> Message:
         """Score the client's personalised model on its own test split."""
-        runtime, _, client = node_context(context, self.defaults)
+        runtime, _, client = node_context(context, self.defaults, msg)
         _check_addressee(msg, client.client_id)
         base_round = runtime.sync_base(client.client_id, get_base_deltas(msg.content))
         final = bool(msg.content[CONFIG].get("final", False))

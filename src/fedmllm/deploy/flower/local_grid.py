@@ -17,6 +17,7 @@ from uuid import uuid4
 from flwr.app import Context, Error, Message, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
+from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
 from fedmllm.deploy.flower import node as node_module
@@ -60,8 +61,8 @@ class LocalGrid(Grid):
         """Unused: the run is fixed at construction."""
 
     @property
-    def run(self) -> Any:
-        return self._run_id
+    def run(self) -> Run:
+        return Run.create_empty(self._run_id)
 
     def create_message(
         self,

@@ -22,7 +22,6 @@ Node config keys (``flower-supernode --node-config '...'``; the simulation engin
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from fedmllm.federation import ClientStore
 from fedmllm.federation.client_round import LocalTrainer
 from fedmllm.train import Components, build_components, make_fabric
 from fedmllm.types import AdapterState
+from fedmllm.utils.io import torch_save_atomic
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,31 @@ class NodeRuntime:
                 )
         return idx, clients[idx]
 
+    # ----------------------------------------------------------------- retried rounds
+    def start_round(self, client_id: str, round_idx: int) -> bool:
+        """Make training round ``round_idx`` start from the private state of its first attempt.
+
+        The first time a round reaches the node, the client's stored entry (or its absence) is
+        kept aside; when the same round comes again (the server was restarted from a checkpoint
+        taken before it), that entry is put back, so the retry trains from the same state.
+
+        Returns:
+            Whether this is a retry.
+        """
+        path = self.state_dir / "before_round" / f"{client_id}.pt"
+        store = self.trainer.store
+        kept = torch.load(path, weights_only=False) if path.is_file() else None
+        if kept is not None and kept["round"] == round_idx:
+            if kept["entry"] is None:
+                store.discard(client_id)
+            else:
+                store.put(client_id, *kept["entry"])
+            log.info("client %s: round %d again, from its state before", client_id, round_idx + 1)
+            return True
+        entry = store.get(client_id) if store.has(client_id) else None
+        torch_save_atomic({"round": round_idx, "entry": entry}, path)
+        return False
+
     # ----------------------------------------------------------------- base weights
     def _base_path(self, client_id: str) -> Path:
         return self.state_dir / "base_weights" / f"{client_id}.pt"
@@ -150,22 +175,20 @@ class NodeRuntime:
             method.add_to_base_weights(deltas)
         keys = sorted(set(saved["weights"]) | {k for _, d in todo for k in d})
         entry = {"round": todo[-1][0], "weights": method.base_weights(keys)}
-        tmp = path.with_suffix(".tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
+        torch_save_atomic(entry, path)
         return entry["round"]
 
 
 _RUNTIMES: dict[tuple[Any, ...], NodeRuntime] = {}
 
 
-def runtime_for(run_id: int, overrides: list[str], settings: NodeSettings) -> NodeRuntime:
+def runtime_for(run_id: int | str, overrides: list[str], settings: NodeSettings) -> NodeRuntime:
     """The process's runtime for this run and node settings (built on first use).
 
     Nodes of one process (the simulation engine's actors) share it, like the simulator's
     clients share one engine: their private state is swapped in from their own files.
     """
+    run_id = str(run_id)
     key = (run_id, tuple(overrides), settings.overrides, settings.data_dir, settings.state_dir)
     if key not in _RUNTIMES:
         node_overrides = list(overrides) + list(settings.overrides)

@@ -29,6 +29,13 @@ from fedmllm.deploy.flower.config import (
     split_overrides,
 )
 from fedmllm.deploy.flower.records import Shapes, shapes
+from fedmllm.deploy.flower.resume import (
+    RESUME_KEY,
+    SERVER_CHECKPOINT,
+    load_server_checkpoint,
+    restore_server,
+    save_server_checkpoint,
+)
 from fedmllm.deploy.flower.strategy import FedMLLMStrategy, Shareable
 from fedmllm.federation.server_round import RoundServer
 from fedmllm.train import RUN_CONFIG, Components, build_components, build_results
@@ -84,7 +91,8 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
 
     Args:
         grid: Flower's grid (its type tells a simulation from a deployment in the results).
-        run_config: ``overrides`` (Hydra), optional ``config-dir`` and the
+        run_config: ``overrides`` (Hydra), optional ``config-dir``, ``resume-from`` (a run
+            directory or its ``flower_server.ckpt``: continue after its last round) and the
             :class:`FlowerOptions` keys.
     """
     mode = "simulation" if "InMemory" in type(grid).__name__ else "deployment"
@@ -110,8 +118,24 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         fed.drift,
         fed.drift_pairwise_max,
     )
+    resume = str(run_config.get(RESUME_KEY) or "")
+    strategy.state_run = str(grid.run.run_id)
+    if resume:
+        payload = load_server_checkpoint(resume)
+        strategy.state_run = restore_server(strategy, payload, set(initial))
+        log.info(
+            "resuming %s after round %d (node state of run %s)",
+            resume,
+            strategy.completed,
+            strategy.state_run,
+        )
+    if fed.checkpoint:
+        ckpt = run_dir / SERVER_CHECKPOINT
+        strategy.on_round_end = lambda _: save_server_checkpoint(ckpt, strategy, strategy.state_run)
     strategy.fit(grid)
     results = _results(cfg, c, strategy, time.perf_counter() - t0)
+    if resume:
+        results["resumed_from"] = resume
     results["deploy"] = {"engine": "flower", "mode": mode, **_deploy_facts(strategy, options)}
     results["config"]["deploy"] = {"engine": "flower", "mode": mode}
     tmp = run_dir / f"{GLOBAL_ADAPTER}.tmp"  # atomic: a crash never leaves half a file

@@ -28,6 +28,7 @@ from fedmllm.deploy.flower.client_app import (
     EXTRAS,
     GLOBAL,
     NUM_EXAMPLES,
+    STATE_RUN,
 )
 from fedmllm.deploy.flower.config import FlowerOptions
 from fedmllm.deploy.flower.records import Shapes, put_base_deltas, put_state, to_record
@@ -97,6 +98,9 @@ class FedMLLMStrategy(Strategy):
         self._sent: dict[str, Message] = {}
         self._unreachable: dict[str, str] = {}
         self._sent_eval: dict[str, Message] = {}
+        self.completed = 0  # rounds done (a resumed run starts after its checkpoint's)
+        self.state_run: str | None = None  # sent to the nodes: whose state dirs they use
+        self.on_round_end: Callable[[int], None] | None = None  # e.g. write a checkpoint
 
     # ----------------------------------------------------------------- nodes
     def discover(self, grid: Grid, wait: bool) -> None:
@@ -122,10 +126,8 @@ class FedMLLMStrategy(Strategy):
             )
 
     def _hello(self, grid: Grid, node_ids: list[int], timeout: float) -> None:
-        msgs = [
-            Message(RecordDict({CONFIG: ConfigRecord({})}), dst_node_id=n, message_type="query")
-            for n in node_ids
-        ]
+        hello = {CONFIG: ConfigRecord(self._run_keys())}
+        msgs = [Message(RecordDict(hello), dst_node_id=n, message_type="query") for n in node_ids]
         for reply in exchange(grid, msgs, timeout):
             node = reply.metadata.src_node_id
             self._asked.add(node)  # a node that did not answer in time is asked again later
@@ -143,7 +145,19 @@ class FedMLLMStrategy(Strategy):
                 node, str(cfg["task"]), int(cfg[NUM_EXAMPLES]), dict(baseline.items())
             )
             self.synced[cid] = int(cfg[BASE_ROUND])
+            if self.synced[cid] > self.completed:
+                raise RuntimeError(
+                    f"the node of client {cid} has applied the base-weight deltas of round "
+                    f"{self.synced[cid]}, but this server has completed {self.completed} rounds "
+                    "(resumed from an older checkpoint?); a frozen base cannot be rolled back: "
+                    "resume from the run's latest checkpoint, or give that node an empty state "
+                    "dir (it then receives every delta again but loses its private state)"
+                )
             log.info("node %s holds client %s (%s)", node, cid, cfg["task"])
+
+    def _run_keys(self) -> dict[str, str]:
+        """Config entries every message carries: the state run, once known."""
+        return {STATE_RUN: self.state_run} if self.state_run is not None else {}
 
     # ----------------------------------------------------------------- messages
     def _payload(self, cid: str, extras: AdapterState, config: dict[str, Any]) -> RecordDict:
@@ -157,7 +171,7 @@ class FedMLLMStrategy(Strategy):
         put_state(content, EXTRAS, extras)
         pending = [(r, d) for r, d in self.base_log if r > self.synced.get(cid, 0)]
         put_base_deltas(content, pending)
-        content[CONFIG] = ConfigRecord({CLIENT_ID: cid, **config})
+        content[CONFIG] = ConfigRecord({CLIENT_ID: cid, **self._run_keys(), **config})
         self.comm["down_bytes"] += sum(state_nbytes(d) for _, d in pending)
         return content
 
@@ -339,7 +353,9 @@ class FedMLLMStrategy(Strategy):
         """Run every round (train, then evaluate when due) with the deadlines of ``options``."""
         self.summary()
         self.discover(grid, wait=True)
-        for server_round in range(1, self.rounds + 1):
+        if self.completed:
+            log.info("resuming after round %d of %d", self.completed, self.rounds)
+        for server_round in range(self.completed + 1, self.rounds + 1):
             t0 = time.perf_counter()
             self.discover(grid, wait=False)  # a restarted SuperNode rejoins under a new id
             sent = self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
@@ -368,6 +384,9 @@ class FedMLLMStrategy(Strategy):
                 else "",
                 f", avg test {100 * main['avg/test/main']:.2f}" if main else "",
             )
+            self.completed = server_round
+            if self.on_round_end is not None:
+                self.on_round_end(server_round)
 
     def baselines(self) -> dict[str, dict[str, float]]:
         """Each connected client's trivial-baseline scores (from its hello)."""

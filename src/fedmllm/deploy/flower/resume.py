@@ -1,0 +1,115 @@
+"""Resuming a Flower run after the ServerApp (or the SuperLink under it) died.
+
+The server writes ``flower_server.ckpt`` into its run directory after every round: the global
+state, the aggregator's state, the traffic and history so far, which base-weight deltas each
+client has applied and every round's deltas (a node that comes back late still needs them).
+A new run given ``resume-from=<run dir or checkpoint>`` continues with the next round.
+
+The nodes' private state is on their own disks, in a directory named after the run that
+created it (``run_<id>``); a resumed run tells its nodes to keep using that one (``state-run``
+in every message). A node also keeps its client's private state as it was before the round it
+trains (``NodeRuntime.start_round``), so a round that was cut short and is trained again
+starts from the same state as the first attempt: with the per-(seed, round, client) seeding of
+local updates, a resumed run ends with the same global adapter as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fedmllm.utils.io import torch_save_atomic
+
+SERVER_CHECKPOINT = "flower_server.ckpt"
+"""The server's round checkpoint, in the run directory."""
+RESUME_KEY = "resume-from"
+"""Run-config key: a run directory (or its ``flower_server.ckpt``) to continue."""
+VERSION = 1
+
+
+def server_payload(strategy: Any, state_run: str) -> dict[str, Any]:
+    """What a resumed server needs of ``strategy`` (a ``FedMLLMStrategy``) after a round."""
+    server = strategy.server
+    return {
+        "version": VERSION,
+        "round": strategy.completed,
+        "rounds": strategy.rounds,
+        "client_ids": list(server.client_ids),
+        "aggregator_name": server.aggregator.name,
+        "global_state": server.global_state,
+        "aggregator": server.aggregator.state_dict(),
+        "comm": dict(strategy.comm),
+        "eval_down_bytes": strategy.eval_down_bytes,
+        "history": list(strategy.history),
+        "synced": dict(strategy.synced),
+        "base_log": list(strategy.base_log),
+        "state_run": state_run,
+    }
+
+
+def save_server_checkpoint(path: Path, strategy: Any, state_run: str) -> None:
+    """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
+    torch_save_atomic(server_payload(strategy, state_run), path)
+
+
+def load_server_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_server_checkpoint` (a file or its run dir).
+
+    Raises:
+        FileNotFoundError: If there is none.
+        RuntimeError: If it cannot be read.
+        ValueError: If it is of another version.
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / SERVER_CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(f"{RESUME_KEY}: no Flower server checkpoint at {path}")
+    try:
+        payload = torch.load(path, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise RuntimeError(f"checkpoint {path} cannot be read ({e}); it may be corrupted") from e
+    if not isinstance(payload, dict) or payload.get("version") != VERSION:
+        raise ValueError(f"{path} is not a version-{VERSION} Flower server checkpoint")
+    return payload
+
+
+def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str]) -> str:
+    """Put ``strategy`` where the checkpointed run was after its last completed round.
+
+    Args:
+        strategy: A freshly built ``FedMLLMStrategy`` of the same experiment.
+        payload: From :func:`load_server_checkpoint`.
+        initial_keys: The keys the method may share (the checkpoint must not hold others).
+
+    Returns:
+        The id of the run whose node state directories to keep using.
+
+    Raises:
+        ValueError: If the checkpoint is of another federation (clients, rule, more rounds).
+        KeyError: If it shares tensors this method does not.
+    """
+    server = strategy.server
+    problems = []
+    if payload["client_ids"] != list(server.client_ids):
+        problems.append(f"clients {payload['client_ids']} vs {list(server.client_ids)}")
+    if payload["aggregator_name"] != server.aggregator.name:
+        problems.append(f"rule {payload['aggregator_name']!r} vs {server.aggregator.name!r}")
+    if payload["round"] > strategy.rounds:
+        problems.append(f"{payload['round']} rounds done, this run has {strategy.rounds}")
+    if problems:
+        raise ValueError("the checkpoint is of another federation: " + "; ".join(problems))
+    unknown = set(payload["global_state"]) - initial_keys
+    if unknown:
+        raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
+    server.global_state = payload["global_state"]
+    server.aggregator.load_state_dict(payload["aggregator"])
+    strategy.completed = int(payload["round"])
+    strategy.comm = dict(payload["comm"])
+    strategy.eval_down_bytes = int(payload["eval_down_bytes"])
+    strategy.history = list(payload["history"])
+    strategy.synced = dict(payload["synced"])
+    strategy.base_log = list(payload["base_log"])
+    return str(payload["state_run"])
