@@ -2,13 +2,15 @@
 127.0.0.1 (insecure), the app submitted with ``flwr run``. One SuperNode is killed (SIGKILL,
 with its ClientApp) as soon as it has received its round-2 training message; round 2 must
 still aggregate the other two clients (``min-replies=2``), the run must finish and write its
-results, and every process this test started must be gone afterwards. Slow: ≈1–2 min."""
+results, and every process this test started must be gone afterwards. A second test stops
+the ServerApp (``flwr stop``) during round 2 and resumes it as a new run. Slow: ≈2 min each."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -21,7 +23,13 @@ import pytest
 
 pytest.importorskip("flwr")
 
+import torch  # noqa: E402
+from safetensors.torch import load_file  # noqa: E402
+
 from fedmllm.deploy.flower.__main__ import APP_DIR  # noqa: E402
+from fedmllm.deploy.flower.config import compose_config  # noqa: E402
+from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER  # noqa: E402
+from fedmllm.train import build_components, make_simulator  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -152,91 +160,130 @@ class Processes:
                 self.kill(name)
 
 
-def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_dir, tmp_path):
-    link_port, *node_ports = free_ports(4)
-    home = tmp_path / "flwr_home"
-    home.mkdir()
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
-        f'address = "127.0.0.1:{link_port}"\ninsecure = true\n'
-    )
-    env = {
-        **os.environ,
-        "FLWR_HOME": str(home),
-        "FLWR_TELEMETRY_ENABLED": "0",
-        # The SuperExecs start `flwr-serverapp` / `flwr-clientapp` found on PATH: they must be
-        # this environment's (where fedmllm is installed), not another Python's Flower.
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
-    procs = Processes(env, tmp_path)
-    out = tmp_path / "run"
-    t0 = time.monotonic()
-    try:
-        procs.start(
+class Federation:
+    """One SuperLink and three SuperNodes on free ports of 127.0.0.1, and ``flwr run``."""
+
+    def __init__(self, cache_dir: Path, tmp_path: Path) -> None:
+        self.cache_dir, self.tmp_path = cache_dir, tmp_path
+        self.link_port, *self.node_ports = free_ports(4)
+        home = tmp_path / "flwr_home"
+        home.mkdir()
+        (home / "config.toml").write_text(
+            f'[superlink]\ndefault = "local"\n\n[superlink.local]\n'
+            f'address = "127.0.0.1:{self.link_port}"\ninsecure = true\n'
+        )
+        self.env = {
+            **os.environ,
+            "FLWR_HOME": str(home),
+            "FLWR_TELEMETRY_ENABLED": "0",
+            # The SuperExecs start `flwr-serverapp` / `flwr-clientapp` found on PATH: they must
+            # be this environment's (where fedmllm is installed), not another Python's Flower.
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+        self.procs = Processes(self.env, tmp_path)
+
+    def start(self) -> None:
+        self.procs.start(
             "superlink",
             "flower-superlink",
             "--insecure",
             "--host=127.0.0.1",
-            f"--port={link_port}",
+            f"--port={self.link_port}",
             "--disable-runtime-dependency-installation",
         )
-        wait_for(lambda: listening(link_port), 60, "the SuperLink did not listen")
-        for i, port in enumerate(node_ports):
-            node_config = (
-                f'partition-id={i} state-dir="{tmp_path / "nodes"}" data-dir="{cache_dir}"'
-            )
-            procs.start(
+        wait_for(lambda: listening(self.link_port), 60, "the SuperLink did not listen")
+        for i, port in enumerate(self.node_ports):
+            state = self.tmp_path / "nodes"
+            node_config = f'partition-id={i} state-dir="{state}" data-dir="{self.cache_dir}"'
+            self.procs.start(
                 f"node{i}",
                 "flower-supernode",
                 "--insecure",
-                f"--superlink=127.0.0.1:{link_port}",
+                f"--superlink=127.0.0.1:{self.link_port}",
                 f"--port={port}",
                 f"--node-config={node_config}",
             )
-        overrides = [
-            "experiment=fedmed_fedavg",
-            "debug=smoke",
-            "threads=1",
-            "federation.rounds=2",
-            "federation.eval_every=0",
-            f"paths.data_dir={cache_dir}",
-            f"paths.log_dir={tmp_path / 'logs'}",
-            f"paths.output_dir={out}",
-        ]
+
+    def flwr(self, *args: str) -> str:
+        """Run the ``flwr`` CLI against the local SuperLink; its output."""
+        done = subprocess.run(
+            [str(BIN / "flwr"), *args], env=self.env, capture_output=True, text=True, timeout=120
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    def submit(self, overrides: list[str], options: str) -> int:
+        """``flwr run`` the app with ``overrides`` and run-config ``options``; the run id."""
         run_config = (
             f"overrides={json.dumps(shlex.join(overrides))} config-dir={json.dumps(str(CONFIGS))} "
-            "min-replies=2 round-timeout=60.0 eval-timeout=60.0 node-wait=120.0"
+            + options
         )
-        submitted = subprocess.run(
-            [str(BIN / "flwr"), "run", str(APP_DIR), "local", "--run-config", run_config],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
+        out = self.flwr("run", str(APP_DIR), "local", "--run-config", run_config)
+        found = re.search(r"started run (\d+)", out)
+        assert found, out
+        return int(found.group(1))
+
+    def train_messages(self, node: int) -> int:
+        return self.procs.log(f"node{node}").count(TRAIN_MSG)
+
+    def shut_down(self) -> list[int]:
+        """Stop everything; the processes that had to be killed after the bound."""
+        self.procs.watch()
+        self.procs.stop_all()
+        # SIGTERM to our processes must take everything below them down, within a bound.
+        with contextlib.suppress(TimeoutError):  # asserted by the caller
+            wait_for(lambda: not alive(self.procs.seen), 30, "processes outlived the shutdown")
+        stray = alive(self.procs.seen)
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        return stray
+
+    def assert_nothing_left(self, stray: list[int]) -> None:
+        procs = self.procs
+        assert len(procs.seen) > len(procs.procs)  # SuperExecs, ServerApp, ClientApps were seen
+        assert stray == [], f"stray processes after shutdown: {stray}"
+        for name, proc in procs.procs.items():
+            assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running"
+            assert group_members(proc.pid) == [], f"{name}'s group still has processes"
+
+
+def smoke_overrides(experiment: str, cache_dir: Path, tmp_path: Path, out: Path, rounds: int):
+    return [
+        f"experiment={experiment}",
+        "debug=smoke",
+        "threads=1",
+        f"federation.rounds={rounds}",
+        "federation.eval_every=0",
+        f"paths.data_dir={cache_dir}",
+        f"paths.log_dir={tmp_path / 'logs'}",
+        f"paths.output_dir={out}",
+    ]
+
+
+def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_dir, tmp_path):
+    fed = Federation(cache_dir, tmp_path)
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    try:
+        fed.start()
+        fed.submit(
+            smoke_overrides("fedmed_fedavg", cache_dir, tmp_path, out, rounds=2),
+            "min-replies=2 round-timeout=60.0 eval-timeout=60.0 node-wait=120.0",
         )
-        assert submitted.returncode == 0, submitted.stdout + submitted.stderr
         # Kill the victim once its round-2 training message has reached it.
-        victim = f"node{VICTIM}"
-        wait_for(lambda: procs.log(victim).count(TRAIN_MSG) >= 2, 240, "no round-2 message")
-        procs.watch()  # the victim's ClientApp included
-        procs.kill(victim)
+        wait_for(lambda: fed.train_messages(VICTIM) >= 2, 240, "no round-2 message")
+        fed.procs.watch()  # the victim's ClientApp included
+        fed.procs.kill(f"node{VICTIM}")
         killed_at = time.monotonic() - t0
 
         def finished() -> bool:
-            procs.watch()
+            fed.procs.watch()
             return (out / "results.json").exists()
 
         wait_for(finished, 300, "the run did not finish")
     finally:
-        procs.watch()
-        procs.stop_all()
-        # SIGTERM to our processes must take everything below them down, within a bound.
-        with contextlib.suppress(TimeoutError):  # asserted below, after killing leftovers
-            wait_for(lambda: not alive(procs.seen), 30, "processes outlived the shutdown")
-        stray = alive(procs.seen)
-        for pid in stray:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        stray = fed.shut_down()
     elapsed = time.monotonic() - t0
     print(f"deployment test: victim killed at {killed_at:.1f} s, all done in {elapsed:.1f} s")
 
@@ -249,8 +296,51 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
     assert results["deploy"]["mode"] == "deployment"
     assert set(results["clients"]) == {"vqa", "report"}  # the dead node was not scored
     # Nothing this test started, nor anything they started, is still running.
-    assert len(procs.seen) > len(procs.procs)  # the SuperExecs, ServerApp, ClientApps were seen
-    assert stray == [], f"stray processes after shutdown: {stray}"
-    for name, proc in procs.procs.items():
-        assert proc.poll() is not None, f"{name} (pid {proc.pid}) still running"
-        assert group_members(proc.pid) == [], f"{name}'s group still has processes"
+    fed.assert_nothing_left(stray)
+
+
+def test_a_run_stopped_in_round_2_resumes_to_the_simulators_result(cache_dir, tmp_path):
+    """``flwr stop`` ends the ServerApp while round 2 trains; a new run with ``resume-from``
+    finishes the federation, with the nodes' state of the first run, and the global adapter is
+    the in-process simulator's, bit for bit (SCAFFOLD: state on the server and on the nodes)."""
+    fed = Federation(cache_dir, tmp_path)
+    first, second = tmp_path / "first", tmp_path / "second"
+    overrides = smoke_overrides("fedmed_scaffold", cache_dir, tmp_path, first, rounds=3)
+    t0 = time.monotonic()
+    try:
+        fed.start()
+        options = "min-replies=3 round-timeout=120.0 node-wait=120.0"
+        run_id = fed.submit(overrides, options)
+        wait_for(lambda: fed.train_messages(0) >= 2, 240, "no round-2 message")
+        fed.procs.watch()
+        fed.flwr("stop", str(run_id), "local")
+        stopped_at = time.monotonic() - t0
+        overrides[-1] = f"paths.output_dir={second}"
+        fed.submit(overrides, f"{options} resume-from={json.dumps(str(first))}")
+
+        def finished() -> bool:
+            fed.procs.watch()
+            return (second / "results.json").exists()
+
+        wait_for(finished, 300, "the resumed run did not finish")
+    finally:
+        stray = fed.shut_down()
+    elapsed = time.monotonic() - t0
+    print(f"resume test: stopped at {stopped_at:.1f} s, all done in {elapsed:.1f} s")
+
+    assert not (first / "results.json").exists()  # the first run really was cut short
+    results = json.loads((second / "results.json").read_text())
+    assert results["resumed_from"] == str(first)
+    assert [h["round"] for h in results["history"] if "aggregated" in h] == [1, 2, 3]
+    assert [p.name for p in (tmp_path / "nodes").iterdir()] == [f"run_{run_id}"]
+    sim_dir = tmp_path / "sim"
+    cfg = compose_config(smoke_overrides("fedmed_scaffold", cache_dir, tmp_path, sim_dir, 3))
+    c = build_components(cfg)
+    sim, _ = make_simulator(cfg, c, sim_dir)
+    sim.fit()
+    flower_global = load_file(second / GLOBAL_ADAPTER)
+    assert set(flower_global) == set(sim.global_state)
+    for k, v in sim.global_state.items():
+        assert torch.equal(flower_global[k], v), k
+    assert results["comm"] == dict(sim.comm)
+    fed.assert_nothing_left(stray)
