@@ -24,7 +24,8 @@ from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.resume import SERVER_CHECKPOINT  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
 
-NUM_CLIENTS = 3  # fedmed_synth
+CLIENTS = ("vqa", "report", "detection")  # fedmed_synth, in partition order
+NUM_CLIENTS = len(CLIENTS)
 
 
 class ServerKilled(RuntimeError):
@@ -122,10 +123,12 @@ def test_a_node_whose_base_is_ahead_of_the_checkpoint_is_refused(cache_dir, tmp_
     run_server(grid(first, tmp_path / "nodes", run_id=3), first)
     path = tmp_path / "first" / SERVER_CHECKPOINT
     ckpt = torch.load(path, weights_only=False)
-    assert ckpt["round"] == 3 and [r for r, _ in ckpt["base_log"]] == [1, 2, 3]
+    # Every node applied every round's deltas (the last ones came with the final evaluation),
+    # so the server keeps none, only its base as of round 3.
+    assert ckpt["round"] == 3 and ckpt["synced"] == dict.fromkeys(CLIENTS, 3)
+    assert ckpt["base"]["deltas"] == [] and ckpt["base"]["round"] == 3 and ckpt["base"]["base"]
     # Pretend the checkpoint is the one written after round 1.
-    ckpt["round"], ckpt["base_log"] = 1, ckpt["base_log"][:1]
-    ckpt["synced"] = {cid: min(r, 1) for cid, r in ckpt["synced"].items()}
+    ckpt["round"], ckpt["synced"] = 1, dict.fromkeys(CLIENTS, 1)
     torch.save(ckpt, path)
     second = config(cache_dir, tmp_path / "second", "fedmed_fedex", **{"resume-from": str(path)})
     with pytest.raises(RuntimeError, match=r"base-weight deltas of round 3.*completed 1 rounds"):

@@ -43,6 +43,9 @@ NUM_EXAMPLES, DOWN_BYTES, CLIENT_ID, BASE_ROUND, STATE_RUN = (
     "base-round",
     "state-run",  # the run whose state directories the nodes use (a resumed run: the first)
 )
+BASE_WEIGHTS, BASE_WEIGHTS_ROUND, BASE_FROM = ("base-weights", "base-weights-round", "base-from")
+"""A node too far behind gets the server's base weights, as of a round, instead of deltas;
+otherwise the deltas after ``base-from``, the base round the server believes it has."""
 
 
 def node_context(
@@ -70,6 +73,15 @@ def _check_addressee(msg: Message, client_id: str) -> None:
     expected = msg.content[CONFIG].get(CLIENT_ID) if CONFIG in msg.content else None
     if expected is not None and str(expected) != client_id:
         raise ValueError(f"message for client {expected!r} reached the node of {client_id!r}")
+
+
+def _sync_base(runtime: NodeRuntime, client_id: str, msg: Message) -> int:
+    """Bring the client's frozen base to the server's (deltas, or whole weights); its round."""
+    config = msg.content[CONFIG]
+    base = get_state(msg.content, BASE_WEIGHTS)
+    base_round = int(config.get(BASE_WEIGHTS_ROUND, 0)) if base else 0
+    assumed = 0 if base else int(config.get(BASE_FROM, 0))
+    return runtime.sync_base(client_id, get_base_deltas(msg.content), base, base_round, assumed)
 
 
 def _numbers(metrics: dict[str, Any], prefix: str = "") -> dict[str, float]:
@@ -116,7 +128,7 @@ class ClientHandlers:
         runtime, idx, client = node_context(context, self.defaults, msg)
         _check_addressee(msg, client.client_id)
         round_idx = int(msg.content[CONFIG]["round"])
-        base_round = runtime.sync_base(client.client_id, get_base_deltas(msg.content))
+        base_round = _sync_base(runtime, client.client_id, msg)
         runtime.start_round(client.client_id, round_idx)
         result = runtime.trainer.train(
             client, idx, round_idx, get_state(msg.content, GLOBAL), get_state(msg.content, EXTRAS)
@@ -135,7 +147,7 @@ class ClientHandlers:
         """Score the client's personalised model on its own test split."""
         runtime, _, client = node_context(context, self.defaults, msg)
         _check_addressee(msg, client.client_id)
-        base_round = runtime.sync_base(client.client_id, get_base_deltas(msg.content))
+        base_round = _sync_base(runtime, client.client_id, msg)
         final = bool(msg.content[CONFIG].get("final", False))
         path = runtime.state_dir / "predictions" / f"{client.client_id}.jsonl" if final else None
         scores = runtime.trainer.evaluate(

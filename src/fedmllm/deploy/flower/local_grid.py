@@ -74,6 +74,15 @@ class LocalGrid(Grid):
     ) -> Message:
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
+    def restart(self, node_id: int) -> int:
+        """Restart a node as a SuperNode restarts: same node config, a new node id."""
+        new_id = max(self.contexts) + 1
+        old = self.contexts.pop(node_id)
+        self.contexts[new_id] = Context(
+            old.run_id, new_id, dict(old.node_config), RecordDict(), dict(old.run_config)
+        )
+        return new_id
+
     def get_node_ids(self) -> Iterable[int]:
         return [n for n in self.contexts if n not in self.dead]
 

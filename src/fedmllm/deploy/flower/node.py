@@ -149,32 +149,58 @@ class NodeRuntime:
         path = self._base_path(client_id)
         return int(torch.load(path)["round"]) if path.is_file() else 0
 
-    def sync_base(self, client_id: str, pending: list[tuple[int, AdapterState]]) -> int:
-        """Give the engine this client's frozen base weights, then add the ``pending`` deltas.
+    def sync_base(
+        self,
+        client_id: str,
+        pending: list[tuple[int, AdapterState]],
+        base: AdapterState | None = None,
+        base_round: int = 0,
+        assumed_round: int = 0,
+    ) -> int:
+        """Give the engine this client's frozen base weights, then bring them to the server's.
 
         The engine may be shared with other nodes of this process, so the client's own saved
-        weights (or the pretrained ones) are restored first. Deltas of rounds already applied
-        are skipped, so a resent delta is harmless; the new weights are saved atomically.
+        weights (or the pretrained ones) are restored first. ``base`` (the server's weights as
+        of ``base_round``, sent to a node that is too far behind) replaces them; then the
+        ``pending`` deltas are added in round order: all those after ``assumed_round``, the
+        base round the server believes the node has. Deltas of rounds already applied are
+        skipped, so a resent delta is harmless; the new weights are saved atomically.
 
         Returns:
             The client's base round afterwards.
+
+        Raises:
+            ValueError: If the node's base is older than ``assumed_round`` (it lost its base
+                file while the server believed it up to date): the deltas would corrupt it.
         """
         path = self._base_path(client_id)
         saved = torch.load(path) if path.is_file() else {"round": 0, "weights": {}}
         method = self.trainer.method
+        if base and base_round > int(saved["round"]):
+            saved = {"round": base_round, "weights": dict(base)}
+        keys_now = set(saved["weights"])
         if self._original_base or saved["weights"]:
+            fresh = [k for k in saved["weights"] if k not in self._original_base]
+            if fresh:  # the pretrained values, for the other clients of a shared engine
+                self._original_base.update(method.base_weights(fresh))
             method.load_base_weights({**self._original_base, **saved["weights"]})
         done = int(saved["round"])
         todo = [(r, d) for r, d in sorted(pending, key=lambda x: x[0]) if r > done and d]
-        if not todo:
-            return done
+        if done < assumed_round:
+            raise ValueError(
+                f"client {client_id}: base weights are at round {done} but the server sent the "
+                f"deltas after round {assumed_round} (the node's base file was lost?); restart "
+                "the SuperNode so that the server sends it the whole base again"
+            )
         for _, deltas in todo:
             fresh = [k for k in deltas if k not in self._original_base]
             if fresh:
                 self._original_base.update(method.base_weights(fresh))
             method.add_to_base_weights(deltas)
-        keys = sorted(set(saved["weights"]) | {k for _, d in todo for k in d})
-        entry = {"round": todo[-1][0], "weights": method.base_weights(keys)}
+        if not todo and not base:
+            return done
+        keys = sorted(keys_now | {k for _, d in todo for k in d})
+        entry = {"round": todo[-1][0] if todo else done, "weights": method.base_weights(keys)}
         torch_save_atomic(entry, path)
         return entry["round"]
 

@@ -1,9 +1,10 @@
 """Resuming a Flower run after the ServerApp (or the SuperLink under it) died.
 
 The server writes ``flower_server.ckpt`` into its run directory after every round: the global
-state, the aggregator's state, the traffic and history so far, which base-weight deltas each
-client has applied and every round's deltas (a node that comes back late still needs them).
-A new run given ``resume-from=<run dir or checkpoint>`` continues with the next round.
+state, the aggregator's state, the traffic and history so far, which base-weight round each
+client has applied, and the server's base weights with the deltas some node still lacks
+(``BaseSync``). A new run given ``resume-from=<run dir or checkpoint>`` continues with the
+next round.
 
 The nodes' private state is on their own disks, in a directory named after the run that
 created it (``run_<id>``); a resumed run tells its nodes to keep using that one (``state-run``
@@ -44,7 +45,7 @@ def server_payload(strategy: Any, state_run: str) -> dict[str, Any]:
         "eval_down_bytes": strategy.eval_down_bytes,
         "history": list(strategy.history),
         "synced": dict(strategy.synced),
-        "base_log": list(strategy.base_log),
+        "base": strategy.base.state_dict(),
         "state_run": state_run,
     }
 
@@ -111,5 +112,5 @@ def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str
     strategy.eval_down_bytes = int(payload["eval_down_bytes"])
     strategy.history = list(payload["history"])
     strategy.synced = dict(payload["synced"])
-    strategy.base_log = list(payload["base_log"])
+    strategy.base.load_state_dict(payload["base"])
     return str(payload["state_run"])

@@ -21,6 +21,7 @@ from flwr.serverapp import Grid, ServerApp
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from fedmllm.deploy.flower.base_sync import BaseSync
 from fedmllm.deploy.flower.config import (
     CONFIG_DIR_KEY,
     OVERRIDES_KEY,
@@ -117,6 +118,7 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         [cl.client_id for cl in c.eval_clients],
         fed.drift,
         fed.drift_pairwise_max,
+        BaseSync(c.method),
     )
     resume = str(run_config.get(RESUME_KEY) or "")
     strategy.state_run = str(grid.run.run_id)

@@ -13,24 +13,26 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fedmllm.deploy.flower.base_sync import BaseSync
 from fedmllm.deploy.flower.client_app import (
+    BASE_FROM,
     BASE_ROUND,
-    BASELINE,
+    BASE_WEIGHTS,
+    BASE_WEIGHTS_ROUND,
     CLIENT_ID,
     CONFIG,
     EXTRAS,
     GLOBAL,
-    NUM_EXAMPLES,
     STATE_RUN,
 )
 from fedmllm.deploy.flower.config import FlowerOptions
+from fedmllm.deploy.flower.directory import NodeDirectory, NodeInfo
 from fedmllm.deploy.flower.records import Shapes, put_base_deltas, put_state, to_record
 from fedmllm.deploy.flower.replies import parse_scores, parse_train_reply
 from fedmllm.deploy.flower.transport import exchange, match_replies
@@ -46,16 +48,6 @@ Shareable = Callable[[str, AdapterState], tuple[Shapes, Shapes]]
 this round."""
 
 
-@dataclass
-class NodeInfo:
-    """What a node said in its hello."""
-
-    node_id: int
-    task: str
-    num_examples: int
-    baseline: dict[str, float]
-
-
 class FedMLLMStrategy(Strategy):
     """Train ``rounds`` rounds of a fedmllm federation on the nodes of a Flower Grid.
 
@@ -69,6 +61,7 @@ class FedMLLMStrategy(Strategy):
         eval_ids: Clients whose personalised models are scored.
         drift: Record drift diagnostics (over the shared tensors: private ones never arrive).
         drift_pairwise_max: As ``federation.drift_pairwise_max``.
+        base: The server's side of the nodes' frozen base (rules that change it).
     """
 
     def __init__(
@@ -81,14 +74,14 @@ class FedMLLMStrategy(Strategy):
         eval_ids: list[str],
         drift: bool = True,
         drift_pairwise_max: int = 16,
+        base: BaseSync | None = None,
     ) -> None:
         self.server, self.shareable, self.options = server, shareable, options
         self.rounds, self.eval_every, self.eval_ids = rounds, eval_every, list(eval_ids)
         self.drift, self.drift_pairwise_max = drift, drift_pairwise_max
-        self.nodes: dict[str, NodeInfo] = {}
-        self._asked: set[int] = set()
+        self.directory = NodeDirectory(server.client_ids, options)
         self.synced: dict[str, int] = {}  # client → last base-weight round it applied
-        self.base_log: list[tuple[int, AdapterState]] = []
+        self.base = base if base is not None else BaseSync(None)
         # Training traffic, counted as the simulator counts it; evaluation traffic (which the
         # simulator, scoring in-process, does not have) apart.
         self.comm = {"up_bytes": 0, "down_bytes": 0}
@@ -103,57 +96,27 @@ class FedMLLMStrategy(Strategy):
         self.on_round_end: Callable[[int], None] | None = None  # e.g. write a checkpoint
 
     # ----------------------------------------------------------------- nodes
+    @property
+    def nodes(self) -> dict[str, NodeInfo]:
+        """Client id → the node holding it."""
+        return self.directory.nodes
+
     def discover(self, grid: Grid, wait: bool) -> None:
-        """Ask every node not yet asked which client it holds; with ``wait``, until enough do.
+        """Learn which nodes hold which clients (see :meth:`NodeDirectory.discover`).
 
         Raises:
-            RuntimeError: If ``wait`` and fewer than ``min_nodes`` clients (all, by default)
-                answered within ``node_wait`` seconds.
+            RuntimeError: If a node's frozen base is ahead of this server's rounds.
         """
-        target = self.options.min_nodes or len(self.server.client_ids)
-        deadline = time.monotonic() + (self.options.node_wait if wait else 0.0)
-        while True:
-            new = [n for n in grid.get_node_ids() if n not in self._asked]
-            if new:
-                self._hello(grid, new, max(1.0, deadline - time.monotonic()))
-            if not wait or len(self.nodes) >= target or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        if wait and len(self.nodes) < target:
-            raise RuntimeError(
-                f"only {len(self.nodes)} of {target} clients connected within "
-                f"{self.options.node_wait:.0f} s: {sorted(self.nodes)}"
-            )
-
-    def _hello(self, grid: Grid, node_ids: list[int], timeout: float) -> None:
-        hello = {CONFIG: ConfigRecord(self._run_keys())}
-        msgs = [Message(RecordDict(hello), dst_node_id=n, message_type="query") for n in node_ids]
-        for reply in exchange(grid, msgs, timeout):
-            node = reply.metadata.src_node_id
-            self._asked.add(node)  # a node that did not answer in time is asked again later
-            if reply.has_error():
-                log.warning("node %s failed its hello: %s", node, reply.error.reason)
-                continue
-            cfg, baseline = reply.content[CONFIG], reply.content[BASELINE]
-            cid = str(cfg[CLIENT_ID])
-            if cid not in self.server.client_ids:
-                log.warning("node %s holds client %r, not in this run: ignored", node, cid)
-                continue
-            if cid in self.nodes:  # a restarted SuperNode comes back with a new node id
-                log.warning("client %s moved from node %s to node %s", cid, self.nodes[cid], node)
-            self.nodes[cid] = NodeInfo(
-                node, str(cfg["task"]), int(cfg[NUM_EXAMPLES]), dict(baseline.items())
-            )
-            self.synced[cid] = int(cfg[BASE_ROUND])
-            if self.synced[cid] > self.completed:
+        for cid, info in self.directory.discover(grid, wait, self._run_keys()).items():
+            self.synced[cid] = info.base_round
+            if info.base_round > self.completed:
                 raise RuntimeError(
                     f"the node of client {cid} has applied the base-weight deltas of round "
-                    f"{self.synced[cid]}, but this server has completed {self.completed} rounds "
+                    f"{info.base_round}, but this server has completed {self.completed} rounds "
                     "(resumed from an older checkpoint?); a frozen base cannot be rolled back: "
                     "resume from the run's latest checkpoint, or give that node an empty state "
                     "dir (it then receives every delta again but loses its private state)"
                 )
-            log.info("node %s holds client %s (%s)", node, cid, cfg["task"])
 
     def _run_keys(self) -> dict[str, str]:
         """Config entries every message carries: the state run, once known."""
@@ -169,10 +132,16 @@ class FedMLLMStrategy(Strategy):
         content = RecordDict()
         put_state(content, GLOBAL, self.server.received(cid))
         put_state(content, EXTRAS, extras)
-        pending = [(r, d) for r, d in self.base_log if r > self.synced.get(cid, 0)]
+        synced = self.synced.get(cid, 0)
+        pending, base = self.base.for_node(synced)
         put_base_deltas(content, pending)
-        content[CONFIG] = ConfigRecord({CLIENT_ID: cid, **self._run_keys(), **config})
-        self.comm["down_bytes"] += sum(state_nbytes(d) for _, d in pending)
+        if base:  # it lacks deltas no longer kept: the whole base, as of the server's round
+            put_state(content, BASE_WEIGHTS, base)
+            config = {**config, BASE_WEIGHTS_ROUND: self.base.round}
+        content[CONFIG] = ConfigRecord(
+            {CLIENT_ID: cid, BASE_FROM: synced, **self._run_keys(), **config}
+        )
+        self.comm["down_bytes"] += sum(state_nbytes(d) for _, d in pending) + state_nbytes(base)
         return content
 
     def configure_train(
@@ -221,8 +190,7 @@ class FedMLLMStrategy(Strategy):
             )
         before = {k: v.detach().clone() for k, v in self.server.global_state.items()}
         deltas = self.server.aggregate(updates, server_round - 1)
-        if deltas:
-            self.base_log.append((server_round, deltas))
+        self.base.add(server_round, deltas)
         self._record(server_round, updates, failures, rejected, before)
         stats = {f"server/{k}": v for k, v in self.server.round_stats().items()}
         losses = [u.metrics["loss"] for u in updates if "loss" in u.metrics]
@@ -385,6 +353,10 @@ class FedMLLMStrategy(Strategy):
                 f", avg test {100 * main['avg/test/main']:.2f}" if main else "",
             )
             self.completed = server_round
+            online = set(grid.get_node_ids())
+            self.base.drop_applied(
+                self.synced.get(cid, 0) for cid, n in self.nodes.items() if n.node_id in online
+            )
             if self.on_round_end is not None:
                 self.on_round_end(server_round)
 
