@@ -223,6 +223,15 @@ class Federation:
         assert found, out
         return int(found.group(1))
 
+    def wait_for_results(self, run_dir: Path, what: str, timeout: float = 300) -> None:
+        """Wait for ``run_dir/results.json``, noting every process that runs meanwhile."""
+
+        def finished() -> bool:
+            self.procs.watch()
+            return (run_dir / "results.json").exists()
+
+        wait_for(finished, timeout, what)
+
     def train_messages(self, node: int) -> int:
         return self.procs.log(f"node{node}").count(TRAIN_MSG)
 
@@ -276,12 +285,7 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
         fed.procs.watch()  # the victim's ClientApp included
         fed.procs.kill(f"node{VICTIM}")
         killed_at = time.monotonic() - t0
-
-        def finished() -> bool:
-            fed.procs.watch()
-            return (out / "results.json").exists()
-
-        wait_for(finished, 300, "the run did not finish")
+        fed.wait_for_results(out, "the run did not finish")
     finally:
         stray = fed.shut_down()
     elapsed = time.monotonic() - t0
@@ -317,12 +321,7 @@ def test_a_run_stopped_in_round_2_resumes_to_the_simulators_result(cache_dir, tm
         stopped_at = time.monotonic() - t0
         overrides[-1] = f"paths.output_dir={second}"
         fed.submit(overrides, f"{options} resume-from={json.dumps(str(first))}")
-
-        def finished() -> bool:
-            fed.procs.watch()
-            return (second / "results.json").exists()
-
-        wait_for(finished, 300, "the resumed run did not finish")
+        fed.wait_for_results(second, "the resumed run did not finish")
     finally:
         stray = fed.shut_down()
     elapsed = time.monotonic() - t0

@@ -55,17 +55,27 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     torch_save_atomic({"version": VERSION, **payload}, Path(path))
 
 
+def read_checkpoint_file(path: str | Path, name: str, what: str = "checkpoint") -> Any:
+    """The object saved at ``path`` (or at ``path/name`` when ``path`` is a directory).
+
+    Raises:
+        FileNotFoundError: If there is no such file.
+        RuntimeError: If it cannot be read (truncated, or not a torch file).
+    """
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = path / name
+    if not path.is_file():
+        raise FileNotFoundError(f"no {what} at {path}")
+    try:
+        return torch.load(path, weights_only=False)
+    except Exception as e:  # a truncated or foreign file: say which
+        raise RuntimeError(f"{what} {path} cannot be read ({e}); it may be corrupted") from e
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint written by :func:`save_checkpoint`; unknown keys raise ``KeyError``."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        payload = torch.load(path, weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which
-        raise RuntimeError(f"checkpoint {path} cannot be read ({e}); it may be corrupted") from e
+    payload = read_checkpoint_file(path, CHECKPOINT_NAME)
     unknown = set(payload) - CHECKPOINT_KEYS
     if unknown:
         raise KeyError(f"checkpoint {path} has keys this version does not use: {sorted(unknown)}")

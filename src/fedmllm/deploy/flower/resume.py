@@ -19,8 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from fedmllm.federation.checkpoint import read_checkpoint_file
 from fedmllm.utils.io import torch_save_atomic
 
 SERVER_CHECKPOINT = "flower_server.ckpt"
@@ -63,15 +62,7 @@ def load_server_checkpoint(path: str | Path) -> dict[str, Any]:
         RuntimeError: If it cannot be read.
         ValueError: If it is of another version.
     """
-    path = Path(path).expanduser()
-    if path.is_dir():
-        path = path / SERVER_CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(f"{RESUME_KEY}: no Flower server checkpoint at {path}")
-    try:
-        payload = torch.load(path, weights_only=False)
-    except Exception as e:  # a truncated or foreign file: say which
-        raise RuntimeError(f"checkpoint {path} cannot be read ({e}); it may be corrupted") from e
+    payload = read_checkpoint_file(path, SERVER_CHECKPOINT, "Flower server checkpoint")
     if not isinstance(payload, dict) or payload.get("version") != VERSION:
         raise ValueError(f"{path} is not a version-{VERSION} Flower server checkpoint")
     return payload
