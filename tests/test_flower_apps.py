@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import re
-import shlex
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 
 pytest.importorskip("flwr")
 
+from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from flwr.app import Message  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
@@ -33,19 +33,6 @@ from fedmllm.train import build_components, make_simulator  # noqa: E402
 CLIENTS = ("vqa", "report", "detection")  # fedmed_synth's clients, in partition order
 
 
-def run_config(cache_dir: Path, out: Path, experiment: str, *extra: str, **options) -> dict:
-    """A Flower run config for ``experiment`` at smoke size, writing under ``out``."""
-    overrides = [
-        f"experiment={experiment}",
-        "debug=smoke",
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={out / 'logs'}",
-        f"paths.output_dir={out / 'flower'}",
-        *extra,
-    ]
-    return {"overrides": shlex.join(overrides), **options}
-
-
 def local_grid(app, config: dict, state_dir: Path, fresh: bool = False) -> LocalGrid:
     nodes = [{"partition-id": i, "state-dir": str(state_dir)} for i in range(len(CLIENTS))]
     return LocalGrid(app, nodes, config, fresh_process=fresh)
@@ -59,19 +46,12 @@ def simulator_global(make_cfg, *overrides: str) -> dict[str, torch.Tensor]:
     return sim.global_state
 
 
-@pytest.fixture(autouse=True)
-def _fresh_runtimes():
-    node_module.drop_runtimes()
-    yield
-    node_module.drop_runtimes()
-
-
 def test_mole_on_nodes_rebuilt_every_message_equals_the_simulator(make_cfg, cache_dir, tmp_path):
     """Routed experts, routers and AdamW moments live only in each node's state dir, the
     ClientApp is rebuilt for every message, and two rounds still end bit for bit where the
     in-process simulator ends (same seed)."""
     extra = ("federation.rounds=2", "federation.eval_every=0", "compare_with=null")
-    config = run_config(cache_dir, tmp_path, "fedmed_mole", *extra)
+    config = flower_run_config(cache_dir, tmp_path, "fedmed_mole", *extra)
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes", fresh=True)
     results = run_server(grid, config)
     flower = load_file(tmp_path / "flower" / GLOBAL_ADAPTER)
@@ -88,7 +68,7 @@ def test_mole_on_nodes_rebuilt_every_message_equals_the_simulator(make_cfg, cach
 def test_reply_holds_exactly_the_shared_tensors_and_private_ones_stay_on_the_node(
     cache_dir, tmp_path
 ):
-    config = run_config(cache_dir, tmp_path, "fedmed_mole", "compare_with=null")
+    config = flower_run_config(cache_dir, tmp_path, "fedmed_mole", "compare_with=null")
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes")
     replies: list[Message] = []
     original_pull = grid.pull_messages
@@ -168,7 +148,7 @@ def _stray_key(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 def test_a_bad_reply_is_rejected_logged_and_the_others_are_averaged(
     experiment, record, spoil, reason, cache_dir, tmp_path, caplog
 ):
-    config = run_config(cache_dir, tmp_path, experiment, **{"min-replies": 2})
+    config = flower_run_config(cache_dir, tmp_path, experiment, **{"min-replies": 2})
     grid = local_grid(_poisoning(config, "report", record, spoil), config, tmp_path / "nodes")
     sent: dict[str, dict[str, torch.Tensor]] = {}
     original_pull = grid.pull_messages
@@ -199,7 +179,7 @@ def test_a_bad_reply_is_rejected_logged_and_the_others_are_averaged(
 
 
 def test_round_goes_on_without_a_dead_node_if_enough_replies_arrive(cache_dir, tmp_path):
-    config = run_config(
+    config = flower_run_config(
         cache_dir,
         tmp_path,
         "fedmed_fedavg",
@@ -223,7 +203,7 @@ def test_round_goes_on_without_a_dead_node_if_enough_replies_arrive(cache_dir, t
 
 
 def test_too_few_replies_fail_the_round_with_the_reasons(cache_dir, tmp_path):
-    config = run_config(
+    config = flower_run_config(
         cache_dir, tmp_path, "fedmed_fedavg", **{"round-timeout": 1.0, "eval-timeout": 1.0}
     )
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes")

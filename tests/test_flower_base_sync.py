@@ -3,7 +3,6 @@ receives the server's whole base instead, and ends bit for bit where the simulat
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import pytest
@@ -11,9 +10,9 @@ import torch
 
 pytest.importorskip("flwr")
 
+from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from safetensors.torch import load_file  # noqa: E402
 
-from fedmllm.deploy.flower import node as node_module  # noqa: E402
 from fedmllm.deploy.flower.base_sync import BaseSync  # noqa: E402
 from fedmllm.deploy.flower.client_app import BASE_WEIGHTS, make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
@@ -68,13 +67,6 @@ def test_kept_deltas_and_whole_base_by_hand():
     assert torch.equal(restored.for_node(0)[1]["w"], torch.full((2,), 6.0))
 
 
-@pytest.fixture(autouse=True)
-def _fresh_runtimes():
-    node_module.drop_runtimes()
-    yield
-    node_module.drop_runtimes()
-
-
 def test_a_restarted_node_without_its_base_gets_the_whole_base_and_ends_exact(
     make_cfg, cache_dir, tmp_path
 ):
@@ -83,15 +75,7 @@ def test_a_restarted_node_without_its_base_gets_the_whole_base_and_ends_exact(
     the deltas the connected nodes lack, sends it the whole base. The run ends bit for bit
     where the simulator ends."""
     extra = ["federation.rounds=3", "federation.eval_every=0"]
-    overrides = [
-        "experiment=fedmed_fedex",
-        "debug=smoke",
-        *extra,
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.output_dir={tmp_path / 'flower'}",
-    ]
-    config = {"overrides": shlex.join(overrides)}
+    config = flower_run_config(cache_dir, tmp_path, "fedmed_fedex", *extra)
     nodes = [{"partition-id": i, "state-dir": str(tmp_path / "nodes")} for i in range(3)]
     grid = LocalGrid(make_client_app(config), nodes, config, fresh_process=True)
     pull = grid.pull_messages

@@ -24,6 +24,7 @@ import pytest
 pytest.importorskip("flwr")
 
 import torch  # noqa: E402
+from flower_helpers import smoke_overrides  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from fedmllm.deploy.flower.__main__ import APP_DIR  # noqa: E402
@@ -257,17 +258,9 @@ class Federation:
             assert group_members(proc.pid) == [], f"{name}'s group still has processes"
 
 
-def smoke_overrides(experiment: str, cache_dir: Path, tmp_path: Path, out: Path, rounds: int):
-    return [
-        f"experiment={experiment}",
-        "debug=smoke",
-        "threads=1",
-        f"federation.rounds={rounds}",
-        "federation.eval_every=0",
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={tmp_path / 'logs'}",
-        f"paths.output_dir={out}",
-    ]
+def deploy_overrides(experiment: str, cache_dir: Path, tmp_path: Path, out: Path, rounds: int):
+    extra = ("threads=1", f"federation.rounds={rounds}", "federation.eval_every=0")
+    return smoke_overrides(experiment, cache_dir, tmp_path, *extra, output_dir=out)
 
 
 def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_dir, tmp_path):
@@ -277,7 +270,7 @@ def test_superlink_and_three_supernodes_survive_a_node_killed_in_round_2(cache_d
     try:
         fed.start()
         fed.submit(
-            smoke_overrides("fedmed_fedavg", cache_dir, tmp_path, out, rounds=2),
+            deploy_overrides("fedmed_fedavg", cache_dir, tmp_path, out, rounds=2),
             "min-replies=2 round-timeout=60.0 eval-timeout=60.0 node-wait=120.0",
         )
         # Kill the victim once its round-2 training message has reached it.
@@ -309,7 +302,7 @@ def test_a_run_stopped_in_round_2_resumes_to_the_simulators_result(cache_dir, tm
     the in-process simulator's, bit for bit (SCAFFOLD: state on the server and on the nodes)."""
     fed = Federation(cache_dir, tmp_path)
     first, second = tmp_path / "first", tmp_path / "second"
-    overrides = smoke_overrides("fedmed_scaffold", cache_dir, tmp_path, first, rounds=3)
+    overrides = deploy_overrides("fedmed_scaffold", cache_dir, tmp_path, first, rounds=3)
     t0 = time.monotonic()
     try:
         fed.start()
@@ -333,7 +326,7 @@ def test_a_run_stopped_in_round_2_resumes_to_the_simulators_result(cache_dir, tm
     assert [h["round"] for h in results["history"] if "aggregated" in h] == [1, 2, 3]
     assert [p.name for p in (tmp_path / "nodes").iterdir()] == [f"run_{run_id}"]
     sim_dir = tmp_path / "sim"
-    cfg = compose_config(smoke_overrides("fedmed_scaffold", cache_dir, tmp_path, sim_dir, 3))
+    cfg = compose_config(deploy_overrides("fedmed_scaffold", cache_dir, tmp_path, sim_dir, 3))
     c = build_components(cfg)
     sim, _ = make_simulator(cfg, c, sim_dir)
     sim.fit()

@@ -6,7 +6,6 @@ message, as a SuperNode's ClientApp process is."""
 from __future__ import annotations
 
 import json
-import shlex
 import shutil
 from pathlib import Path
 
@@ -15,9 +14,9 @@ import torch
 
 pytest.importorskip("flwr")
 
+from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from safetensors.torch import load_file  # noqa: E402
 
-from fedmllm.deploy.flower import node as node_module  # noqa: E402
 from fedmllm.deploy.flower.__main__ import parse_args  # noqa: E402
 from fedmllm.deploy.flower.client_app import make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
@@ -32,24 +31,9 @@ class ServerKilled(RuntimeError):
     """Stands for the ServerApp process dying."""
 
 
-@pytest.fixture(autouse=True)
-def _fresh_runtimes():
-    node_module.drop_runtimes()
-    yield
-    node_module.drop_runtimes()
-
-
 def config(cache_dir: Path, out: Path, experiment: str, **options) -> dict:
-    overrides = [
-        f"experiment={experiment}",
-        "debug=smoke",
-        "federation.rounds=3",
-        "federation.eval_every=0",
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={out / 'logs'}",
-        f"paths.output_dir={out}",
-    ]
-    return {"overrides": shlex.join(overrides), **options}
+    extra = ("federation.rounds=3", "federation.eval_every=0")
+    return flower_run_config(cache_dir, out, experiment, *extra, output_dir=out, **options)
 
 
 def grid(run_config: dict, state_dir: Path, run_id: int, kill_in_round: int = 0) -> LocalGrid:

@@ -11,7 +11,6 @@ that change over rounds, private experts); the rest are ``slow``.
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
 import pytest
@@ -19,9 +18,9 @@ import torch
 
 pytest.importorskip("flwr")
 
+from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from safetensors.torch import load_file  # noqa: E402
 
-from fedmllm.deploy.flower import node as node_module  # noqa: E402
 from fedmllm.deploy.flower.client_app import make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
@@ -35,26 +34,6 @@ EXPERIMENTS = sorted(
 DEFAULT = {"fedmed_scaffold", "fedmed_fedex", "fedmed_fedlease", "fedmed_fedsa", "fedmed_feda2"}
 POOLED = {"fedmed_centralized"}
 COMMON = ("threads=1", "federation.eval_every=0", "compare_with=null")
-
-
-@pytest.fixture(autouse=True)
-def _fresh_runtimes():
-    node_module.drop_runtimes()
-    yield
-    node_module.drop_runtimes()
-
-
-def flower_config(cache_dir: Path, out: Path, experiment: str, *extra: str) -> dict:
-    overrides = [
-        f"experiment={experiment}",
-        "debug=smoke",
-        *COMMON,
-        *extra,
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={out / 'logs'}",
-        f"paths.output_dir={out / 'flower'}",
-    ]
-    return {"overrides": shlex.join(overrides)}
 
 
 def grid_for(config: dict, cfg, state_dir: Path) -> LocalGrid:
@@ -73,7 +52,7 @@ def check_against_simulator(make_cfg, cache_dir: Path, tmp_path: Path, *args: st
     """Run ``args`` (experiment + overrides) on Flower and in the simulator; compare."""
     experiment, *extra = args
     cfg = make_cfg(experiment, *COMMON, *extra)
-    config = flower_config(cache_dir, tmp_path, experiment, *extra)
+    config = flower_run_config(cache_dir, tmp_path, experiment, *COMMON, *extra)
     if experiment in POOLED:
         with pytest.raises(ValueError, match="pools every client's data"):
             run_server(grid_for(config, cfg, tmp_path / "nodes"), config)

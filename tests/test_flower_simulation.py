@@ -11,7 +11,6 @@ mean the Flower path trained or aggregated something else.
 from __future__ import annotations
 
 import json
-import shlex
 from pathlib import Path
 
 import pytest
@@ -20,6 +19,7 @@ import torch
 pytest.importorskip("flwr")
 pytest.importorskip("ray")
 
+from flower_helpers import flower_run_config  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER  # noqa: E402
@@ -33,16 +33,7 @@ COMMON = ("threads=1", "federation.eval_every=0", "compare_with=null")
 
 def flower_run(cache_dir: Path, out: Path, experiment: str, *extra: str) -> Path:
     """Run ``experiment`` (smoke) on Flower's simulation engine; returns its run directory."""
-    overrides = [
-        f"experiment={experiment}",
-        "debug=smoke",
-        *COMMON,
-        *extra,
-        f"paths.data_dir={cache_dir}",
-        f"paths.log_dir={out / 'logs'}",
-        f"paths.output_dir={out / 'flower'}",
-    ]
-    run_simulation({"overrides": shlex.join(overrides)}, num_cpus=1)
+    run_simulation(flower_run_config(cache_dir, out, experiment, *COMMON, *extra), num_cpus=1)
     return out / "flower"
 
 

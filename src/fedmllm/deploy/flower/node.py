@@ -22,6 +22,7 @@ Node config keys (``flower-supernode --node-config '...'``; the simulation engin
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -126,18 +127,20 @@ class NodeRuntime:
         Returns:
             Whether this is a retry.
         """
-        path = self.state_dir / "before_round" / f"{client_id}.pt"
+        folder = self.state_dir / "before_round"
+        path = folder / f"{client_id}.round{round_idx}.pt"
         store = self.trainer.store
-        kept = torch.load(path, weights_only=False) if path.is_file() else None
-        if kept is not None and kept["round"] == round_idx:
-            if kept["entry"] is None:
+        if path.is_file():
+            entry = torch.load(path, weights_only=False)
+            if entry is None:
                 store.discard(client_id)
             else:
-                store.put(client_id, *kept["entry"])
+                store.put(client_id, *entry)
             log.info("client %s: round %d again, from its state before", client_id, round_idx + 1)
             return True
-        entry = store.get(client_id) if store.has(client_id) else None
-        torch_save_atomic({"round": round_idx, "entry": entry}, path)
+        for older in folder.glob(f"{client_id}.round*.pt"):  # one copy per client is enough
+            older.unlink()
+        torch_save_atomic(store.get(client_id) if store.has(client_id) else None, path)
         return False
 
     # ----------------------------------------------------------------- base weights
@@ -148,6 +151,13 @@ class NodeRuntime:
         """The last round whose base-weight deltas this client has applied (0: none)."""
         path = self._base_path(client_id)
         return int(torch.load(path)["round"]) if path.is_file() else 0
+
+    def _keep_original(self, keys: Iterable[str]) -> None:
+        """Remember the pretrained values of ``keys`` before the engine's base first changes
+        them (the engine may be shared with the other clients of this process)."""
+        fresh = [k for k in keys if k not in self._original_base]
+        if fresh:
+            self._original_base.update(self.trainer.method.base_weights(fresh))
 
     def sync_base(
         self,
@@ -178,11 +188,8 @@ class NodeRuntime:
         method = self.trainer.method
         if base and base_round > int(saved["round"]):
             saved = {"round": base_round, "weights": dict(base)}
-        keys_now = set(saved["weights"])
         if self._original_base or saved["weights"]:
-            fresh = [k for k in saved["weights"] if k not in self._original_base]
-            if fresh:  # the pretrained values, for the other clients of a shared engine
-                self._original_base.update(method.base_weights(fresh))
+            self._keep_original(saved["weights"])
             method.load_base_weights({**self._original_base, **saved["weights"]})
         done = int(saved["round"])
         todo = [(r, d) for r, d in sorted(pending, key=lambda x: x[0]) if r > done and d]
@@ -193,13 +200,11 @@ class NodeRuntime:
                 "the SuperNode so that the server sends it the whole base again"
             )
         for _, deltas in todo:
-            fresh = [k for k in deltas if k not in self._original_base]
-            if fresh:
-                self._original_base.update(method.base_weights(fresh))
+            self._keep_original(deltas)
             method.add_to_base_weights(deltas)
         if not todo and not base:
             return done
-        keys = sorted(keys_now | {k for _, d in todo for k in d})
+        keys = sorted(set(saved["weights"]) | {k for _, d in todo for k in d})
         entry = {"round": todo[-1][0] if todo else done, "weights": method.base_weights(keys)}
         torch_save_atomic(entry, path)
         return entry["round"]

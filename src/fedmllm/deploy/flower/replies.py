@@ -44,7 +44,7 @@ def parse_train_reply(
     client_id: str,
     reply: Message,
     allowed: Mapping[str, tuple[int, ...]],
-    allowed_extras: Mapping[str, tuple[int, ...]] | None = None,
+    allowed_extras: Mapping[str, tuple[int, ...]],
 ) -> TrainReply:
     """Check a training reply and turn it into a ``ClientUpdate``.
 
@@ -52,7 +52,7 @@ def parse_train_reply(
         client_id: The client the message was for.
         reply: Its reply (with content).
         allowed: Keys the client may send this round, with their shapes.
-        allowed_extras: Keys and shapes of the extras it may send (``None``: none).
+        allowed_extras: Keys and shapes of the extras it may send.
 
     Returns:
         The update, or the problems that reject it: missing records, another client's
@@ -71,7 +71,7 @@ def parse_train_reply(
     except ValueError as e:
         return TrainReply(None, [str(e)])
     problems = check_state(state, allowed, "update")
-    problems += check_state(extras, allowed_extras or {}, "extras")
+    problems += check_state(extras, allowed_extras, "extras")
     metrics = dict(content[METRICS])
     n = metrics.pop(NUM_EXAMPLES, None)
     if not isinstance(n, int) or n <= 0:

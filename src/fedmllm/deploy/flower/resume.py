@@ -29,13 +29,12 @@ RESUME_KEY = "resume-from"
 VERSION = 1
 
 
-def server_payload(strategy: Any, state_run: str) -> dict[str, Any]:
+def server_payload(strategy: Any) -> dict[str, Any]:
     """What a resumed server needs of ``strategy`` (a ``FedMLLMStrategy``) after a round."""
     server = strategy.server
     return {
         "version": VERSION,
         "round": strategy.completed,
-        "rounds": strategy.rounds,
         "client_ids": list(server.client_ids),
         "aggregator_name": server.aggregator.name,
         "global_state": server.global_state,
@@ -45,13 +44,13 @@ def server_payload(strategy: Any, state_run: str) -> dict[str, Any]:
         "history": list(strategy.history),
         "synced": dict(strategy.synced),
         "base": strategy.base.state_dict(),
-        "state_run": state_run,
+        "state_run": strategy.state_run,
     }
 
 
-def save_server_checkpoint(path: Path, strategy: Any, state_run: str) -> None:
+def save_server_checkpoint(path: Path, strategy: Any) -> None:
     """Write the checkpoint atomically (a crash mid-write keeps the previous one)."""
-    torch_save_atomic(server_payload(strategy, state_run), path)
+    torch_save_atomic(server_payload(strategy), path)
 
 
 def load_server_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -68,16 +67,14 @@ def load_server_checkpoint(path: str | Path) -> dict[str, Any]:
     return payload
 
 
-def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str]) -> str:
-    """Put ``strategy`` where the checkpointed run was after its last completed round.
+def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str]) -> None:
+    """Put ``strategy`` where the checkpointed run was after its last completed round, its
+    nodes' state run (whose state directories they keep using) included.
 
     Args:
         strategy: A freshly built ``FedMLLMStrategy`` of the same experiment.
         payload: From :func:`load_server_checkpoint`.
         initial_keys: The keys the method may share (the checkpoint must not hold others).
-
-    Returns:
-        The id of the run whose node state directories to keep using.
 
     Raises:
         ValueError: If the checkpoint is of another federation (clients, rule, more rounds).
@@ -104,4 +101,4 @@ def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str
     strategy.history = list(payload["history"])
     strategy.synced = dict(payload["synced"])
     strategy.base.load_state_dict(payload["base"])
-    return str(payload["state_run"])
+    strategy.state_run = str(payload["state_run"])

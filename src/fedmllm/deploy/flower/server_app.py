@@ -118,13 +118,12 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         [cl.client_id for cl in c.eval_clients],
         fed.drift,
         fed.drift_pairwise_max,
-        BaseSync(c.method),
+        base=BaseSync(c.method),
     )
     resume = str(run_config.get(RESUME_KEY) or "")
     strategy.state_run = str(grid.run.run_id)
     if resume:
-        payload = load_server_checkpoint(resume)
-        strategy.state_run = restore_server(strategy, payload, set(initial))
+        restore_server(strategy, load_server_checkpoint(resume), set(initial))
         log.info(
             "resuming %s after round %d (node state of run %s)",
             resume,
@@ -133,7 +132,7 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         )
     if fed.checkpoint:
         ckpt = run_dir / SERVER_CHECKPOINT
-        strategy.on_round_end = lambda _: save_server_checkpoint(ckpt, strategy, strategy.state_run)
+        strategy.on_round_end = lambda _: save_server_checkpoint(ckpt, strategy)
     strategy.fit(grid)
     results = _results(cfg, c, strategy, time.perf_counter() - t0)
     if resume:

@@ -74,14 +74,15 @@ class FedMLLMStrategy(Strategy):
         eval_ids: list[str],
         drift: bool = True,
         drift_pairwise_max: int = 16,
-        base: BaseSync | None = None,
+        *,
+        base: BaseSync,
     ) -> None:
         self.server, self.shareable, self.options = server, shareable, options
         self.rounds, self.eval_every, self.eval_ids = rounds, eval_every, list(eval_ids)
         self.drift, self.drift_pairwise_max = drift, drift_pairwise_max
         self.directory = NodeDirectory(server.client_ids, options)
         self.synced: dict[str, int] = {}  # client → last base-weight round it applied
-        self.base = base if base is not None else BaseSync(None)
+        self.base = base
         # Training traffic, counted as the simulator counts it; evaluation traffic (which the
         # simulator, scoring in-process, does not have) apart.
         self.comm = {"up_bytes": 0, "down_bytes": 0}
