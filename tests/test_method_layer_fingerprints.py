@@ -1,0 +1,37 @@
+"""Reorganising the method layer must not move a single number.
+
+``data/method_layer_fingerprints.json`` was recorded on main at commit 36012f7 (before the
+method-layer refactor of issue 15) with
+``python train.py experiment=<e> debug=smoke seed=0 threads=1`` for each experiment below
+(``fedmed_mole`` also runs its Standalone and FedAvg comparisons), then
+``tests/run_fingerprint.py`` on each run directory; two runs of the same command gave the
+same file. The values are what the old code computed, kept as the reference a refactor
+must reproduce bit for bit: scores and traffic, every client's training losses, and digests
+of the final global state, private tensors and optimiser moments.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fedmllm.train import run
+from run_fingerprint import run_fingerprint
+
+RECORDED = json.loads((Path(__file__).parent / "data" / "method_layer_fingerprints.json").read_text())
+EXPERIMENTS = sorted({key.split("/")[0] for key in RECORDED})
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_numbers_do_not_move(experiment, make_cfg):
+    cfg = make_cfg(experiment, "seed=0", "threads=1")
+    run(cfg)
+    runs = {"smoke": Path(cfg.paths.output_dir)}
+    for label in cfg.get("compare_with") or {}:
+        found = sorted(Path(cfg.paths.log_dir).glob(f"smoke.{label}/runs/*"))
+        assert len(found) == 1, f"expected one {label} run, found {found}"
+        runs[f"smoke.{label}"] = found[0]
+    for name, run_dir in runs.items():
+        assert run_fingerprint(run_dir) == RECORDED[f"{experiment}/{name}"], name
