@@ -16,11 +16,12 @@ import json
 from pathlib import Path
 
 import pytest
-
-from fedmllm.train import run
 from run_fingerprint import run_fingerprint
 
-RECORDED = json.loads((Path(__file__).parent / "data" / "method_layer_fingerprints.json").read_text())
+from fedmllm.train import run
+
+RECORDED_PATH = Path(__file__).parent / "data" / "method_layer_fingerprints.json"
+RECORDED = json.loads(RECORDED_PATH.read_text())
 EXPERIMENTS = sorted({key.split("/")[0] for key in RECORDED})
 
 
