@@ -91,13 +91,7 @@ def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> Non
     ``method.client_ranks`` must name existing clients (a typo would silently give r_max);
     a rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
     """
-    ranks = getattr(method, "client_ranks", None) or {}
-    unknown = sorted(set(ranks) - set(client_ids))
-    if unknown:
-        raise ValueError(
-            f"method.client_ranks names clients {unknown} that this run does not have; "
-            f"its training clients are {client_ids}"
-        )
+    method.bind_clients(client_ids)
     if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
         aggregator.num_clients = len(client_ids)
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.functional import lora_pairs, resize_rank
 from fedmllm.lora.rank import lora_scaling
 from fedmllm.types import AdapterState, ClientUpdate
@@ -23,6 +24,10 @@ class Aggregator:
     """
 
     name = "base"
+    requires: frozenset[str] = frozenset({compat.SHARES})
+    """What the rule needs of the clients' updates (``fedmllm.compat`` words)."""
+    provides: frozenset[str] = frozenset()
+    """What the rule does for a method beyond aggregating (``fedmllm.compat`` words)."""
 
     def __init__(self, weighting: str = "samples") -> None:
         if weighting not in ("samples", "uniform"):

@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
     base_weight_key,
@@ -38,6 +39,7 @@ class FedExLoRA(ScaledRule):
     """
 
     name = "fedex"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS})
 
     def __init__(
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
@@ -83,6 +85,8 @@ class FRLoRA(ScaledRule):
     """
 
     name = "frlora"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS, compat.FRLORA})
+    provides = frozenset({compat.FRLORA})
 
     def __init__(
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.functional import client_weights, weighted_mean
 from fedmllm.types import AdapterState, ClientUpdate
@@ -85,6 +86,7 @@ class ExpertAware(Aggregator):
     """
 
     name = "expert_aware"
+    provides = frozenset({compat.PARTIAL_UPDATES})
 
     def aggregate(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.clustering import choose_clusters, cosine_distances
 from fedmllm.aggregators.functional import client_weights, weighted_mean
@@ -49,6 +50,8 @@ class FedLEASE(Aggregator):
     """
 
     name = "fedlease"
+    requires = frozenset({compat.FEDLEASE})
+    provides = frozenset({compat.FEDLEASE})
 
     def __init__(
         self, warmup_rounds: int = 2, max_clusters: int = 4, weighting: str = "samples"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedmllm import compat
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
     pair_ranks,
@@ -29,6 +30,8 @@ class FlexLoRA(ScaledRule):
     """
 
     name = "flexlora"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
+    provides = frozenset({compat.MIXED_RANKS})
 
     def aggregate(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int

@@ -7,6 +7,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+from fedmllm import compat
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
     padded_mean,
@@ -47,6 +48,8 @@ class FedA2LoRA(ScaledRule):
     """
 
     name = "ridge"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
+    provides = frozenset({compat.MIXED_RANKS})
 
     def __init__(
         self,

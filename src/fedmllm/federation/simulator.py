@@ -25,9 +25,9 @@ from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.drift import drift_logs, drift_stats
 from fedmllm.federation.evaluation import GLOBAL_MODEL, MetricPlan
-from fedmllm.federation.protocol import Engine, FederatedMethod
 from fedmllm.federation.server_round import RoundServer
 from fedmllm.metrics import MAIN_METRIC
+from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class Simulator:
             list(self.train_clients),
             config.seed,
             config.clients_per_round,
-            getattr(method, "client_rank", None),
+            method.client_rank,
         )
         self.base_keys: set[str] = set()  # frozen weights a server rule has changed
         self.round = 0
@@ -156,13 +156,7 @@ class Simulator:
         """
         if not deltas:
             return
-        add = getattr(self.method, "add_to_base_weights", None)
-        if add is None:
-            raise TypeError(
-                f"{type(self.aggregator).__name__} changes base weights but "
-                f"{type(self.method).__name__} has no add_to_base_weights"
-            )
-        add(deltas)
+        self.method.add_to_base_weights(deltas)
         self.base_keys.update(deltas)
         self.comm["down_bytes"] += len(self.train_clients) * state_nbytes(deltas)
 
@@ -310,12 +304,7 @@ class Simulator:
             raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
         base = payload.get("base_weights", {})
         if base:
-            load = getattr(self.method, "load_base_weights", None)
-            if load is None:
-                raise TypeError(
-                    f"checkpoint {path} changed base weights; the method cannot load them"
-                )
-            load(base)
+            self.method.load_base_weights(base)
         self.base_keys = set(base)
         self.round = payload["round"]
         self.global_state = payload["global_state"]

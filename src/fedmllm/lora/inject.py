@@ -57,7 +57,8 @@ def available_linear_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def _check_targets_exist(model: nn.Module, target_modules: Iterable[str]) -> None:
+def check_targets_exist(model: nn.Module, target_modules: Iterable[str]) -> None:
+    """Raise naming the available Linear names unless every target names a module."""
     # Adapter layers count as existing so that re-injection reaches the clearer error below.
     leaves = {_leaf(name) for name, _ in _outside_adapters(model) if name}
     unknown = sorted(set(target_modules) - leaves)
@@ -121,7 +122,7 @@ def replace_linear_layers(
     """
     if not target_modules:
         raise ValueError("target_modules is empty")
-    _check_targets_exist(model, target_modules)
+    check_targets_exist(model, target_modules)
     selected = _select(model, list(target_modules), module_filter)
     if not selected:
         raise ValueError(

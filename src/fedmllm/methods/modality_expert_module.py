@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+from fedmllm import compat
 from fedmllm.lora.modality_expert import (
     expert_modality,
     inject_modality_experts,
@@ -71,6 +72,8 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
             projector, stage schedule, share, ...).
     """
 
+    NEEDS = frozenset({compat.PARTIAL_UPDATES})
+
     def __init__(
         self,
         engine: Any,
@@ -108,27 +111,29 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
             return self._experts(targets, module_filter)
         return super()._inject_encoder(targets, module_filter)
 
-    def _context(self, batch: dict[str, Any]) -> AbstractContextManager[Any]:
+    def forward_context(self, batch: dict[str, Any]) -> AbstractContextManager[Any]:
+        """Route each row through its modality's expert."""
         return modality_routing(self.model, batch_modalities(batch))
 
-    def _begin_local(self) -> None:
-        super()._begin_local()
+    def begin_local(self, num_steps: int) -> None:
+        super().begin_local(num_steps)
         self._counts = {}
 
-    def _observe(self, batch: dict[str, Any]) -> frozenset[str]:
-        reach = super()._observe(batch)
+    def groups_reached(self, batch: dict[str, Any]) -> frozenset[str]:
+        reach = super().groups_reached(batch)
         for m in batch_modalities(batch):
             self._counts[m] = self._counts.get(m, 0) + 1
         return reach
 
-    def _local_metrics(self) -> dict[str, float]:
+    def local_metrics(self) -> dict[str, float]:
         # Fractions, not counts: the server multiplies by the client's n_k, so a client that
         # holds one modality weighs its expert by exactly its dataset size.
         total = sum(self._counts.values())
         return {f"modality_frac/{m}": c / total for m, c in sorted(self._counts.items())}
 
-    def _sends(self, key: str) -> bool:
-        if not super()._sends(key):
+    def was_reached(self, key: str) -> bool:
+        """As the parent's, and an expert only if its modality was in the client's batches."""
+        if not super().was_reached(key):
             return False
         modality = expert_modality(key)
         return modality is None or self._reached is None or modality in self._counts
