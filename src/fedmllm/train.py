@@ -16,17 +16,18 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 
+from fedmllm import compat
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.config import Client
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
 from fedmllm.utils.analysis import path_similarity
-from fedmllm.utils.baselines import baseline_configs, find_finished_run
+from fedmllm.utils.baselines import CONFIG_DIR, baseline_configs, find_finished_run
 from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
 from fedmllm.utils.runs import resolve_resume
@@ -96,6 +97,36 @@ def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> Non
         aggregator.num_clients = len(client_ids)
 
 
+def rule_catalogue(config_dir: Path = CONFIG_DIR) -> dict[str, tuple[Any, Any]]:
+    """``aggregator=<name>`` -> (requires, provides) of every rule config, read from the
+    classes (nothing is instantiated)."""
+    out = {}
+    for path in sorted((config_dir / "aggregator").glob("*.yaml")):
+        rule = get_class(OmegaConf.load(path)["_target_"])
+        out[path.stem] = (rule.requires, rule.provides)
+    return out
+
+
+def check_pair(method: Any, rule_cfg: DictConfig) -> None:
+    """Refuse a method and a server rule that do not belong together, before the rule is built.
+
+    Raises:
+        ValueError: One sentence naming what is missing and the rules that fit.
+    """
+    rule = get_class(rule_cfg["_target_"])
+    why = compat.refusal(
+        method.name,
+        rule.name,
+        method.offers(),
+        method.needs(),
+        rule.requires,
+        rule.provides,
+        rule_catalogue(),
+    )
+    if why is not None:
+        raise ValueError(why)
+
+
 @dataclass
 class Components:
     """Everything a run is made of, built from one config."""
@@ -121,6 +152,7 @@ def build_components(cfg: DictConfig) -> Components:
     # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
     L.seed_everything(cfg.seed, verbose=False)
     method = instantiate(cfg.method, _partial_=True)(engine=engine)
+    check_pair(method, cfg.aggregator)
     aggregator = instantiate(cfg.aggregator)
     fed_cfg = FederationConfig(
         **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed

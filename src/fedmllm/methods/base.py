@@ -160,6 +160,12 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         self._addons = make_addons(self.proximal_mu, self.scaffold, self._trainable, shared)
 
     @property
+    def addons(self) -> list[LocalAddon]:
+        """The add-ons the method's arguments switched on (FedProx, then SCAFFOLD)."""
+        self._ensure_ready()
+        return list(self._addons)
+
+    @property
     def present_groups(self) -> frozenset[str]:
         """The groups that hold trainable parameters."""
         self._ensure_ready()
@@ -298,7 +304,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=1.0, weight_decay=self.weight_decay)
 
-    def _step_loss(self, fabric: Any, batch: dict[str, Any], step: int) -> tuple[Any, float]:
+    def step_loss(self, fabric: Any, batch: dict[str, Any], step: int) -> tuple[Any, float]:
         """The step's total loss (task + family + add-on terms) and its task part."""
         with fabric.autocast():
             loss = self.local_loss(batch, step)
@@ -355,7 +361,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
                 for batch, reached in zip(micro, reach, strict=True):
                     if not reached & groups:
                         continue  # nothing it could train: no graph to differentiate
-                    total, loss = self._step_loss(fabric, batch, step)
+                    total, loss = self.step_loss(fabric, batch, step)
                     fabric.backward(total if self.grad_accum == 1 else total / self.grad_accum)
                     losses.append(loss)
                 if self.grad_clip > 0:
