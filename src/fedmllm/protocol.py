@@ -34,11 +34,15 @@ class FederatedMethod(ABC):
 
     Attributes:
         name: The method's name in logs and ``results.json``.
+        display_name: Its name in report tables (None: see ``fedmllm.train.run_label``).
+        report_group: Its row block in report tables (None: see ``run_label``).
         pooled: Train one client on the union of all clients' data (Centralized).
     """
 
     name: str = "method"
     pooled: bool = False
+    display_name: str | None = None
+    report_group: str | None = None
 
     # ------------------------------------------------------------------ required
     @abstractmethod

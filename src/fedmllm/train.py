@@ -45,6 +45,17 @@ def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
     return [pool], clients
 
 
+def run_label(method: Any, aggregator: Any) -> tuple[str, str]:
+    """``(display name, report group)`` of a run: the method config's, else the rule's (a run
+    of plain clients is named by its rule: FedAdam, FedA²-LoRA), else the name and ``Other``."""
+    rule = (
+        (None, None) if aggregator is None else (aggregator.display_name, aggregator.report_group)
+    )
+    display = method.display_name or rule[0] or method.name
+    group = method.report_group or rule[1] or "Other"
+    return str(display), str(group)
+
+
 def build_results(
     cfg: DictConfig,
     method: Any,
@@ -52,6 +63,7 @@ def build_results(
     out: dict[str, Any],
     clients: list[Client],
     validation: dict[str, Any] | None = None,
+    aggregator: Any = None,
 ) -> dict[str, Any]:
     """The ``results.json`` payload of a finished run.
 
@@ -68,8 +80,11 @@ def build_results(
         }
     mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
     bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
+    display, group = run_label(method, aggregator)
     return {
         "method": method.name,
+        "display_name": display,
+        "method_group": group,
         "benchmark": benchmark,
         "seed": cfg.seed,
         "rounds": cfg.federation.rounds,
@@ -249,7 +264,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
     validation = getattr(c.benchmark, "validation", None)
-    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
+    results = build_results(
+        cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
+    )
     results["peak_rss_scope"] = rss_scope
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)

@@ -28,6 +28,10 @@ class Aggregator:
     """What the rule needs of the clients' updates (``fedmllm.compat`` words)."""
     provides: frozenset[str] = frozenset()
     """What the rule does for a method beyond aggregating (``fedmllm.compat`` words)."""
+    display_name: str | None = None
+    """The name of a run named after this rule in report tables (``FedAdam``)."""
+    report_group: str | None = None
+    """The report's row block of such a run (``Global``, ``Personalised``, ...)."""
 
     def __init__(self, weighting: str = "samples") -> None:
         if weighting not in ("samples", "uniform"):

@@ -39,6 +39,8 @@ class FedExLoRA(ScaledRule):
     """
 
     name = "fedex"
+    display_name = "FedEx-LoRA"
+    report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS})
 
     def __init__(
@@ -85,6 +87,8 @@ class FRLoRA(ScaledRule):
     """
 
     name = "frlora"
+    display_name = "FRLoRA"
+    report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS, compat.FRLORA})
     provides = frozenset({compat.FRLORA})
 

@@ -89,6 +89,8 @@ class ExpertAware(Aggregator):
     """
 
     name = "expert_aware"
+    display_name = "Expert-aware"
+    report_group = "Other"
     provides = frozenset({compat.PARTIAL_UPDATES})
 
     def aggregate(

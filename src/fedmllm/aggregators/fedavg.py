@@ -23,6 +23,8 @@ class FedAvg(Aggregator):
     """
 
     name = "fedavg"
+    display_name = "FedAvg"
+    report_group = "Global"
     provides = frozenset({compat.MIXED_RANKS})
 
     def aggregate(
@@ -38,6 +40,8 @@ class NoAggregation(Aggregator):
     """Standalone training: the server keeps whatever it had and ignores the clients."""
 
     name = "none"
+    display_name = "Standalone"
+    report_group = "Reference"
     requires = frozenset({compat.PRIVATE_ONLY})
     provides = frozenset({compat.MIXED_RANKS})
 

@@ -50,6 +50,8 @@ class FedLEASE(Aggregator):
     """
 
     name = "fedlease"
+    display_name = "FedLEASE"
+    report_group = "Personalised"
     requires = frozenset({compat.FEDLEASE})
     provides = frozenset({compat.FEDLEASE})
 

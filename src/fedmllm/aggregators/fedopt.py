@@ -149,6 +149,8 @@ class FedAdam(FedOpt):
     """Server Adam; Flower's defaults (η=0.1, β=(0.9, 0.99), τ=1e-9) and its bias correction."""
 
     name = "fedadam"
+    display_name = "FedAdam"
+    report_group = "Global"
     rule = "adam"
 
     def __init__(
@@ -167,6 +169,8 @@ class FedYogi(FedOpt):
     """Server Yogi; Flower's defaults (η=0.01, β=(0.9, 0.99), τ=1e-3), no bias correction."""
 
     name = "fedyogi"
+    display_name = "FedYogi"
+    report_group = "Global"
     rule = "yogi"
 
     def __init__(
@@ -185,6 +189,8 @@ class FedAdagrad(FedOpt):
     """Server Adagrad; Flower's defaults (η=0.1, τ=1e-9, β1=0: m is the pseudo-gradient)."""
 
     name = "fedadagrad"
+    display_name = "FedAdagrad"
+    report_group = "Global"
     rule = "adagrad"
 
     def __init__(

@@ -30,6 +30,8 @@ class FlexLoRA(ScaledRule):
     """
 
     name = "flexlora"
+    display_name = "FlexLoRA"
+    report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
     provides = frozenset({compat.MIXED_RANKS})
 

@@ -48,6 +48,8 @@ class FedA2LoRA(ScaledRule):
     """
 
     name = "ridge"
+    display_name = "FedA²-LoRA"
+    report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
     provides = frozenset({compat.MIXED_RANKS})
 

@@ -49,6 +49,8 @@ class Scaffold(Aggregator):
     """
 
     name = "scaffold"
+    display_name = "Scaffold"
+    report_group = "Global"
     requires = frozenset({compat.SHARES, compat.SCAFFOLD})
     provides = frozenset({compat.SCAFFOLD})
 

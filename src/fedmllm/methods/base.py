@@ -60,6 +60,10 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         grad_accum: Micro-batches per optimiser step (a local step is one optimiser step).
         proximal_mu: FedProx's μ (0: off).
         scaffold: Add SCAFFOLD's control variates (pair with ``aggregator=scaffold``).
+        display_name: The method's name in report tables (``Fed-MoLE``); None: the rule's
+            display name when the run is named after its rule, else ``name``.
+        report_group: The report's row block (``Reference``, ``Global``, ``Personalised``,
+            ``Ours``, ``Other``); None: the rule's, else ``Other``.
     """
 
     OFFERS: ClassVar[frozenset[str]] = frozenset()
@@ -75,6 +79,8 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         grad_accum: int = 1,
         proximal_mu: float = 0.0,
         scaffold: bool = False,
+        display_name: str | None = None,
+        report_group: str | None = None,
     ) -> None:
         super().__init__()
         if grad_accum < 1:
@@ -86,6 +92,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
             )
         self.engine, self.model = engine, engine.model
         self.name, self.pooled = name, pooled
+        self.display_name, self.report_group = display_name, report_group
         self.weight_decay, self.grad_clip, self.grad_accum = weight_decay, grad_clip, grad_accum
         self.proximal_mu, self.scaffold = float(proximal_mu), bool(scaffold)
         self.shared_groups: frozenset[str] = frozenset({ADAPTER})

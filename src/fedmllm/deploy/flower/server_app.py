@@ -162,7 +162,7 @@ def _results(cfg: Any, c: Components, strategy: FedMLLMStrategy, wall_s: float) 
         "aggregator": strategy.server.describe(),
     }
     validation = getattr(c.benchmark, "validation", None)
-    results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation)
+    results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation, c.aggregator)
     results["peak_rss_scope"] = "server"
     return results
 
