@@ -240,7 +240,7 @@ def test_composition_root_checks_client_ranks_and_fills_scaffold_client_count():
     from types import SimpleNamespace
 
     from fedmllm.aggregators.scaffold import Scaffold
-    from fedmllm.train import _bind_federation
+    from fedmllm.build import _bind_federation
 
     with pytest.raises(ValueError, match=r"\['vqq'\].*\['vqa', 'report'\]"):
         _bind_federation(

@@ -11,11 +11,15 @@ in-process clients; the Flower strategy feeds it the replies that passed its che
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fedmllm.aggregators.base import Aggregator
+from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.sampling import sample_clients
 from fedmllm.types import AdapterState, ClientUpdate
+
+if TYPE_CHECKING:
+    from fedmllm.federation.protocol import FederatedMethod
 
 
 class RoundServer:
@@ -95,3 +99,29 @@ class RoundServer:
     def describe(self) -> dict[str, Any]:
         """The rule's plain facts for ``results.json``."""
         return self.aggregator.describe()
+
+
+def build_round_server(
+    method: FederatedMethod,
+    aggregator: Aggregator,
+    initial: AdapterState,
+    client_ids: Sequence[str],
+    config: FederationConfig,
+) -> RoundServer:
+    """The server half of ``method``'s federation, as the Simulator and the ServerApp build it.
+
+    Args:
+        method: Says which tensors are shared and, optionally, each client's LoRA rank.
+        aggregator: The server rule.
+        initial: The method's initial adapter state; its shared part is the first global state.
+        client_ids: Every training client, in the run's fixed order.
+        config: The run's seed and ``clients_per_round``.
+    """
+    return RoundServer(
+        aggregator,
+        {k: initial[k] for k in method.shared_keys(initial)},
+        list(client_ids),
+        config.seed,
+        config.clients_per_round,
+        getattr(method, "client_rank", None),
+    )

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fedmllm.federation import Simulator
+from fedmllm.federation.simulator import Simulator
 from fedmllm.lora import cross_client_cosine
 
 log = logging.getLogger(__name__)
