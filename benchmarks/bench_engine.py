@@ -27,13 +27,13 @@ import torch
 from omegaconf import OmegaConf
 
 from fedmllm.aggregators import FedAvg
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.simulator import Client
 from fedmllm.methods import LoRAMethod
 from fedmllm.models import build_tiny_vlm
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
@@ -49,7 +49,7 @@ def _setup(model: str, num_clients: int, steps: int, batch_size: int, cache: Pat
         train_sizes={"vqa": 8, "report": 8, "detection": 8},
         test_size=4,
     )
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml"))
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
     engine = build_tiny_vlm(
         cache,
         bench.public,

@@ -33,12 +33,12 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
 from fedmllm.federation.evaluation import generate_all
 from fedmllm.methods import LoRAMethod
 from fedmllm.models import build_tiny_vlm
 
-ROOT = Path(__file__).resolve().parents[1]
 TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
 
 
@@ -52,7 +52,7 @@ def _setup(model: str, task: str, num_samples: int, cache: Path) -> tuple[Any, l
         train_sizes={"vqa": 8, "report": 8, "detection": 8},
         test_size=num_samples,
     )
-    model_cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml"))
+    model_cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
     engine = build_tiny_vlm(
         cache,
         bench.public,

@@ -33,16 +33,16 @@ import lightning as L
 import torch
 from omegaconf import OmegaConf
 
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
 from fedmllm.methods import LoRAMethod, MoLEMethod
 from fedmllm.models import build_tiny_vlm
 
-ROOT = Path(__file__).resolve().parents[1]
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj"]
 
 
 def _engine(model: str, public: list, cache: Path) -> Any:
-    cfg = OmegaConf.to_container(OmegaConf.load(ROOT / "configs" / "model" / f"{model}.yaml"))
+    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
     return build_tiny_vlm(
         cache, public, vocabulary(), config=cfg["config"], pretrain={"steps": 0}, progress=False
     )

@@ -8,7 +8,8 @@ import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from fedmllm.configs import CONFIG_DIR as CONFIGS
+
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 
 

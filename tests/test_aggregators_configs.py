@@ -1,13 +1,11 @@
-"""Every configs/aggregator/*.yaml instantiates its rule, with the method's LoRA scaling."""
-
-from pathlib import Path
+"""Every fedmllm/configs/aggregator/*.yaml instantiates its rule, with the method's LoRA scaling."""
 
 import pytest
 from hydra.utils import instantiate
 
 from fedmllm import aggregators
+from fedmllm.configs import CONFIG_DIR as CONFIGS
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 RULES = {
     "fedavg": aggregators.FedAvg,
     "none": aggregators.NoAggregation,

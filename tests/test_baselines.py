@@ -232,7 +232,7 @@ def test_scaffold_server_averages_models_and_moves_c_by_mean_delta_over_all_clie
 
 def test_composition_root_checks_client_ranks_and_fills_scaffold_client_count():
     from fedmllm.aggregators.scaffold import Scaffold
-    from fedmllm.train import _bind_federation
+    from fedmllm.build import _bind_federation
 
     typo = LoRAMethod(toy_engine(), client_ranks={"vqa": 2, "vqq": 1}, **lora_kwargs(r=3))
     with pytest.raises(ValueError, match=r"\['vqq'\].*\['vqa', 'report'\]"):

@@ -14,14 +14,13 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import open_dict
 
+from fedmllm.configs import CONFIG_DIR as CONFIGS
 from fedmllm.data.collate import image_to_tensor
 from fedmllm.data.readers.common import DatasetNotFoundError
 from fedmllm.data.real import load_real_benchmark
 from fedmllm.data.validation import InvalidRecordError
 from fedmllm.models.tokenizer import UNK, build_word_tokenizer
 from fedmllm.train import run
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +113,7 @@ def test_missing_dataset_is_a_clear_error(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
-            str(CONFIGS.parent / "train.py"),
+            str(Path(__file__).resolve().parents[1] / "train.py"),
             "experiment=fedvqa_fedavg",
             "benchmark=fedvqa",
             "debug=smoke",

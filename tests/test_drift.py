@@ -104,7 +104,7 @@ def test_keys_not_common_to_all_clients_are_skipped_not_fatal():
 
 
 def test_round_loop_records_drift_of_the_clients_local_adapters(make_cfg, tmp_path):
-    from fedmllm.train import build_components, make_simulator
+    from fedmllm.build import build_components, make_simulator
 
     cfg = make_cfg("fedmed_standalone", "federation.local_steps=2", "federation.lr=0.01")
     c = build_components(cfg)

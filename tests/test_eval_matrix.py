@@ -166,7 +166,7 @@ def test_null_entries_mean_not_chosen(tmp_path: Path) -> None:
 
 def test_benchmark_chooses_metrics_and_config_overrides_it(make_cfg, monkeypatch) -> None:
     import fedmllm.data.synthmed as synthmed
-    from fedmllm.train import build_components
+    from fedmllm.build import build_components
 
     original = synthmed.load_fedmed_synth
 

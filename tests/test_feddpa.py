@@ -9,10 +9,10 @@ import pytest
 import torch
 from toy_engine import FakeFabric, lora_kwargs, toy_batches, toy_engine
 
+from fedmllm.build import build_components
 from fedmllm.lora.dual import DualLoRALinear
 from fedmllm.methods import FedDPAMethod
 from fedmllm.methods.feddpa import REPS_KEY, instance_weights
-from fedmllm.train import build_components
 
 
 def test_instance_weights_by_hand():

@@ -96,7 +96,7 @@ def test_ffa_sends_only_b_and_a_is_the_same_everywhere_after_rounds(tmp_path):
     for u in agg.rounds[0] + agg.rounds[1]:
         assert u.state and all(k.endswith("lora_B.weight") for k in u.state)
     for cid in ("c0", "c1", "c2"):
-        sim._swap_in(cid)
+        sim.swap_in(cid)
         now = method.adapter_state()
         assert all(torch.equal(now[k], a0[k]) for k in a0)
     half = _factor_bytes(method, "B")
@@ -153,7 +153,7 @@ def test_heterogeneous_ranks_send_true_size_factors_and_count_them(tmp_path):
         for k, v in by_client[cid].items():
             assert (v.shape[0] if k.endswith("lora_A.weight") else v.shape[1]) == r
     # c0 started from the first rank-1 components of the global state
-    sim._swap_in("c0")
+    sim.swap_in("c0")
     assert method.lora_layers()[0][1].scaling == 6.0
     full = _factor_bytes(method, "A") + _factor_bytes(method, "B")
     assert sim.comm["down_bytes"] == full // 3 + 2 * full

@@ -18,6 +18,7 @@ from flwr.app import Message  # noqa: E402
 from flwr.clientapp import ClientApp  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from fedmllm.build import build_components, make_simulator  # noqa: E402
 from fedmllm.deploy.flower import node as node_module  # noqa: E402
 from fedmllm.deploy.flower.client_app import (  # noqa: E402
     EXTRAS,
@@ -28,7 +29,6 @@ from fedmllm.deploy.flower.client_app import (  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.records import get_state, put_state  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
-from fedmllm.train import build_components, make_simulator  # noqa: E402
 
 CLIENTS = ("vqa", "report", "detection")  # fedmed_synth's clients, in partition order
 

@@ -13,12 +13,12 @@ pytest.importorskip("flwr")
 from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from safetensors.torch import load_file  # noqa: E402
 
+from fedmllm.build import build_components, make_simulator  # noqa: E402
 from fedmllm.deploy.flower.base_sync import BaseSync  # noqa: E402
 from fedmllm.deploy.flower.client_app import BASE_WEIGHTS, make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.resume import SERVER_CHECKPOINT  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
-from fedmllm.train import build_components, make_simulator  # noqa: E402
 
 CLIENTS = ("vqa", "report", "detection")
 

@@ -27,13 +27,13 @@ import torch  # noqa: E402
 from flower_helpers import smoke_overrides  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+from fedmllm.build import build_components, make_simulator  # noqa: E402
+from fedmllm.configs import CONFIG_DIR as CONFIGS  # noqa: E402
 from fedmllm.deploy.flower.__main__ import APP_DIR  # noqa: E402
 from fedmllm.deploy.flower.config import compose_config  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER  # noqa: E402
-from fedmllm.train import build_components, make_simulator  # noqa: E402
 
 BIN = Path(sys.executable).parent
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 CLIENTS = ("vqa", "report", "detection")  # partition order of fedmed_synth
 VICTIM = 2  # the detection client's SuperNode
 TRAIN_MSG = "Receiving: train message"

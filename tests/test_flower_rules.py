@@ -1,4 +1,4 @@
-"""Every experiment of ``configs/experiment/`` through the Flower apps (in-process grid, the
+"""Every experiment of ``fedmllm/configs/experiment/`` through the Flower apps (in-process grid, the
 node runtime rebuilt for every message as in a deployment) against the simulator.
 
 Each federated experiment must end with the simulator's global adapter bit for bit (the same
@@ -21,14 +21,13 @@ pytest.importorskip("flwr")
 from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
 from safetensors.torch import load_file  # noqa: E402
 
+from fedmllm.build import build_components, make_simulator  # noqa: E402
+from fedmllm.configs import CONFIG_DIR  # noqa: E402
 from fedmllm.deploy.flower.client_app import make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
-from fedmllm.train import build_components, make_simulator  # noqa: E402
 
-EXPERIMENTS = sorted(
-    p.stem for p in (Path(__file__).resolve().parents[1] / "configs" / "experiment").glob("*.yaml")
-)
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 # SCAFFOLD: c down, Δc up, c_k on the node; FedEx: base-weight deltas; FedLEASE: cluster
 # broadcast and shared keys that change after warm-up; FedSA: private B; FedA²: server stats.
 DEFAULT = {"fedmed_scaffold", "fedmed_fedex", "fedmed_fedlease", "fedmed_fedsa", "fedmed_feda2"}

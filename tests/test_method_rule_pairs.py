@@ -21,9 +21,10 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
 
-from fedmllm.train import build_components, make_simulator
+from fedmllm.build import build_components, make_simulator
+from fedmllm.configs import CONFIG_DIR
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+CONFIGS = CONFIG_DIR
 METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 RULES = sorted(p.stem for p in (CONFIGS / "aggregator").glob("*.yaml"))
 

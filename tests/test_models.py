@@ -11,6 +11,7 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.data.collate import IGNORE_INDEX, VLMCollator
 from fedmllm.data.schema import Sample
 from fedmllm.models import (
@@ -26,7 +27,7 @@ from fedmllm.models import (
 )
 from fedmllm.models.pretrain import lr_multiplier
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "model"
+CONFIGS = CONFIG_DIR / "model"
 WORDS = (  # noqa: SIM905 (a sentence of words reads better than a 29-line list)
     "is there a lesion in the image yes no how many lesions are where upper lower left right "
     "liver shows mm hypodense lobe ascites free air findings box of"

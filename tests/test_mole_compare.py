@@ -9,9 +9,9 @@ import pytest
 from omegaconf import OmegaConf, open_dict
 from rich.console import Console
 
+from fedmllm.compare_with import baseline_configs, find_finished_run
 from fedmllm.report.side_by_side import seed_summary, side_by_side_table
 from fedmllm.train import run, run_baselines
-from fedmllm.utils.baselines import baseline_configs, find_finished_run
 from fedmllm.utils.tensorboard import log_histograms
 
 

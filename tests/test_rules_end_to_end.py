@@ -4,15 +4,13 @@ the resumed run ends with the tensors and scores of an uninterrupted one."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 
-from fedmllm.train import build_components, make_simulator
-
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+from fedmllm.build import build_components, make_simulator
+from fedmllm.configs import CONFIG_DIR as CONFIGS
 
 SLOW = pytest.mark.slow
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from fedmllm.train import build_components, make_simulator
+from fedmllm.build import build_components, make_simulator
 
 
 def _simulator(cfg, run_dir):
@@ -26,11 +26,11 @@ def test_swapping_client_adapters_changes_output_and_swapping_back_restores_it(m
     sim, c = _simulator(cfg, tmp_path / "run")
     sim.fit()  # standalone: each client ends with its own private adapter
     params_before = {n: p.data_ptr() for n, p in c.method.model.named_parameters()}
-    sim._swap_in("vqa")
+    sim.swap_in("vqa")
     out_vqa = _probe_logits(c)
-    sim._swap_in("report")
+    sim.swap_in("report")
     out_report = _probe_logits(c)
-    sim._swap_in("vqa")
+    sim.swap_in("vqa")
     out_vqa_again = _probe_logits(c)
     assert not torch.allclose(out_vqa, out_report)  # the swap really changed the model
     assert torch.equal(out_vqa, out_vqa_again)  # and swapping back restores it bit for bit

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 
 from fedmllm.aggregators.expert_aware import ExpertAware
+from fedmllm.build import build_components, make_simulator
 from fedmllm.lora.layers import LoRALinear
 from fedmllm.lora.modules_to_save import ModulesToSaveLinear
-from fedmllm.train import build_components, make_simulator
 
 VISION = ("vision_tower", "multi_modal_projector")
 

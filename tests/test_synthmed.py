@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.data.schema import Sample
 from fedmllm.data.synthmed import (
     TOKEN_RE,
@@ -29,7 +30,7 @@ SMALL = {
     "train_sizes": {"vqa": 30, "report": 30, "detection": 30},
     "test_size": 10,
 }
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "benchmark" / "fedmed_synth.yaml"
+CONFIG = CONFIG_DIR / "benchmark" / "fedmed_synth.yaml"
 
 
 def _all(bench: SynthBenchmark) -> list[Sample]:

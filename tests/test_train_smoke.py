@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.lora.layers import LoRALinear
 from fedmllm.train import run
 
 ROOT = Path(__file__).resolve().parents[1]
-EXPERIMENTS = sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (CONFIG_DIR / "experiment").glob("*.yaml"))
 
 
 def _adapter_bytes(model) -> int:

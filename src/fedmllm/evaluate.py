@@ -1,4 +1,7 @@
-"""Composition root of ``eval.py``: score a finished or interrupted run without training.
+"""The evaluation entry point: ``python -m fedmllm.evaluate ckpt_path=<run dir or last.ckpt>``.
+
+Scores a finished or interrupted run without training (the repository's ``eval.py`` runs
+:func:`main`).
 
 The run's own resolved config (``config.yaml`` in the run directory) rebuilds the same
 benchmark, engine and method; the checkpoint supplies the global and private adapter tensors.
@@ -9,7 +12,7 @@ split (the cross-client matrix), so one sees how client i's model does on client
 from __future__ import annotations
 
 import logging
-import resource
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,11 +21,12 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from fedmllm.build import build_components, make_simulator
 from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.federation.evaluation import GLOBAL_MODEL
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
-from fedmllm.train import RUN_CONFIG, build_components, build_results, make_simulator
+from fedmllm.run_files import build_results, load_run_config
 from fedmllm.utils.io import write_json
 
 log = logging.getLogger(__name__)
@@ -30,14 +34,6 @@ log = logging.getLogger(__name__)
 RESULTS_NAME = "eval_results.json"
 TABLES_NAME = "eval_tables.txt"
 PREDICTIONS_DIR = "eval_predictions"
-
-
-def load_run_config(run_dir: Path) -> DictConfig:
-    """The resolved config a run was started with."""
-    path = run_dir / RUN_CONFIG
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RUN_CONFIG})")
-    return OmegaConf.load(path)
 
 
 def _pct(x: float) -> str:
@@ -160,15 +156,9 @@ def evaluate_run(
         scores = {cid: matrix[cid][cid] for cid in ids}
     else:
         scores = sim.evaluate(write_dir=pred_dir / "personal")
-    out = {
-        "scores": scores,
-        "baselines": sim.baselines,
-        "comm": sim.comm,
-        "wall_s": time.perf_counter() - t0,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "history": sim.history,
-        "aggregator": c.aggregator.describe(),
-    }
+    out = sim.ledger.outcome(
+        scores, sim.baselines, time.perf_counter() - t0, c.aggregator.describe()
+    )
     validation = getattr(c.benchmark, "validation", None)
     results = build_results(
         cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
@@ -188,3 +178,30 @@ def evaluate_run(
     (run_dir / TABLES_NAME).write_text(console.export_text())
     log.info("evaluation written to %s and %s", run_dir / RESULTS_NAME, run_dir / TABLES_NAME)
     return results
+
+
+def main(argv: list[str]) -> int:
+    """Parse ``key=value`` arguments: ``ckpt_path`` (required), ``cross_client`` (default true)
+    and overrides of the run's config."""
+    logging.basicConfig(
+        level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+    )
+    cli = OmegaConf.from_dotlist(argv)
+    ckpt = cli.pop("ckpt_path", None)
+    cross_client = cli.pop("cross_client", True)
+    if ckpt is None or not isinstance(cross_client, bool):
+        log.error(
+            "usage: python eval.py ckpt_path=<run dir or last.ckpt> [cross_client=true|false] "
+            "[key=value ...]"
+        )
+        return 2
+    try:
+        evaluate_run(ckpt, cli if len(cli) else None, cross_client=cross_client)
+    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+        log.error("error: %s", e)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,216 +1,44 @@
-"""Composition root of a training run: the only place (with ``evaluate``) that instantiates.
+"""The training entry point: ``python -m fedmllm.train experiment=fedmed_fedavg`` (Hydra).
 
-``run(cfg)`` builds benchmark → engine → method → aggregator → simulator, runs the
-federation, and writes ``results.json``; the top-level ``train.py`` wraps it in Hydra.
+``run(cfg)`` builds the run (:mod:`fedmllm.build`), trains the federation (after the
+``compare_with`` baselines, if any), and writes ``results.json``; :func:`main` is the Hydra
+app over the packaged configs (``fedmllm.configs``), which the repository's ``train.py``
+also runs.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightning as L
-import torch
-from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import InstantiationException
+from hydra.types import RunMode
+from omegaconf import DictConfig
 from rich.console import Console
 
-from fedmllm import compat
-from fedmllm.federation import FederationConfig, Simulator
-from fedmllm.federation.config import Client
-from fedmllm.metrics import MAIN_METRIC
+from fedmllm.build import build_components, make_simulator
+from fedmllm.compare_with import baseline_configs, find_finished_run
+from fedmllm.configs import PRIMARY, SEARCH_PATH, VERSION_BASE
+from fedmllm.federation.analysis import path_similarity
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
-from fedmllm.utils.analysis import path_similarity
-from fedmllm.utils.baselines import CONFIG_DIR, baseline_configs, find_finished_run
+from fedmllm.run_files import (
+    RESULTS_FILE,
+    build_results,
+    resolve_resume,
+    save_run_config,
+)
 from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
-from fedmllm.utils.runs import resolve_resume
 from fedmllm.utils.tensorboard import log_histograms
 
 log = logging.getLogger(__name__)
-RUN_CONFIG = "config.yaml"
-
-
-def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
-    clients = [Client(c.client_id, c.task, c.train, c.test) for c in benchmark.clients]
-    if not pooled:
-        return clients, clients
-    pool = Client("pooled", "mixed", [s for c in clients for s in c.train], [])
-    return [pool], clients
-
-
-def run_label(method: Any, aggregator: Any) -> tuple[str, str]:
-    """``(display name, report group)`` of a run: the method config's, else the rule's (a run
-    of plain clients is named by its rule: FedAdam, FedA²-LoRA), else the name and ``Other``."""
-    rule = (
-        (None, None) if aggregator is None else (aggregator.display_name, aggregator.report_group)
-    )
-    display = method.display_name or rule[0] or method.name
-    group = method.report_group or rule[1] or "Other"
-    return str(display), str(group)
-
-
-def build_results(
-    cfg: DictConfig,
-    method: Any,
-    benchmark: str,
-    out: dict[str, Any],
-    clients: list[Client],
-    validation: dict[str, Any] | None = None,
-    aggregator: Any = None,
-) -> dict[str, Any]:
-    """The ``results.json`` payload of a finished run.
-
-    ``validation`` holds the benchmark's record-validation counts (checked / skipped records).
-    """
-    per_client = {}
-    for c in clients:
-        metric = MAIN_METRIC[c.task]
-        per_client[c.client_id] = {
-            "task": c.task,
-            "main_metric": metric,
-            "scores": out["scores"][c.client_id],
-            "baseline": out["baselines"][c.client_id],
-        }
-    mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
-    bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
-    display, group = run_label(method, aggregator)
-    return {
-        "method": method.name,
-        "display_name": display,
-        "method_group": group,
-        "benchmark": benchmark,
-        "seed": cfg.seed,
-        "rounds": cfg.federation.rounds,
-        "clients": per_client,
-        "avg": sum(mains) / len(mains),
-        "baseline_avg": sum(bases) / len(bases),
-        "comm": out["comm"],
-        "wall_s": out["wall_s"],
-        "peak_rss_mb": out["peak_rss_mb"],
-        "aggregator": out["aggregator"],
-        "history": out["history"],
-        "validation": validation or {},
-        "config": OmegaConf.to_container(cfg, resolve=True),
-    }
-
-
-def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> None:
-    """Check per-client options against the real client ids; tell the server its client count.
-
-    ``method.client_ranks`` must name existing clients (a typo would silently give r_max);
-    a rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
-    """
-    method.bind_clients(client_ids)
-    if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
-        aggregator.num_clients = len(client_ids)
-
-
-def rule_catalogue(config_dir: Path = CONFIG_DIR) -> dict[str, tuple[Any, Any]]:
-    """``aggregator=<name>`` -> (requires, provides) of every rule config, read from the
-    classes (nothing is instantiated)."""
-    out = {}
-    for path in sorted((config_dir / "aggregator").glob("*.yaml")):
-        rule = get_class(OmegaConf.load(path)["_target_"])
-        out[path.stem] = (rule.requires, rule.provides)
-    return out
-
-
-def check_pair(method: Any, rule_cfg: DictConfig) -> None:
-    """Refuse a method and a server rule that do not belong together, before the rule is built.
-
-    Raises:
-        ValueError: One sentence naming what is missing and the rules that fit.
-    """
-    rule = get_class(rule_cfg["_target_"])
-    why = compat.refusal(
-        method.name,
-        rule.name,
-        method.offers(),
-        method.needs(),
-        rule.requires,
-        rule.provides,
-        rule_catalogue(),
-    )
-    if why is not None:
-        raise ValueError(why)
-
-
-@dataclass
-class Components:
-    """Everything a run is made of, built from one config."""
-
-    benchmark: Any
-    engine: Any
-    method: Any
-    aggregator: Any
-    federation: FederationConfig
-    train_clients: list[Client]
-    eval_clients: list[Client]
-
-
-def build_components(cfg: DictConfig) -> Components:
-    """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
-    torch.set_num_threads(int(cfg.get("threads", 2)))
-    L.seed_everything(cfg.seed, verbose=False)
-    benchmark = instantiate(cfg.benchmark)
-    # Live objects go in through partials: Hydra would try to turn them into config nodes.
-    engine = instantiate(cfg.model, _partial_=True)(
-        public=benchmark.public, vocabulary=benchmark.vocabulary()
-    )
-    # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
-    L.seed_everything(cfg.seed, verbose=False)
-    method = instantiate(cfg.method, _partial_=True)(engine=engine)
-    check_pair(method, cfg.aggregator)
-    aggregator = instantiate(cfg.aggregator)
-    fed_cfg = FederationConfig(
-        **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed
-    )
-    # A benchmark may choose its clients' metrics (client id or task -> names); config wins.
-    chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
-    fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
-    train_clients, eval_clients = _clients(benchmark, method.pooled)
-    _bind_federation(method, aggregator, [c.client_id for c in train_clients])
-    if method.pooled:  # same total compute as the federation: K clients' steps in one
-        fed_cfg.local_steps *= len(eval_clients)
-    return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
-
-
-def make_fabric(cfg: DictConfig) -> tuple[L.Fabric, Any]:
-    """A launched Fabric with the configured logger (or none)."""
-    logger = instantiate(cfg.logger) if cfg.get("logger") else None
-    fabric = L.Fabric(**cfg.fabric, loggers=logger)
-    fabric.launch()
-    return fabric, logger
-
-
-def make_simulator(
-    cfg: DictConfig,
-    c: Components,
-    run_dir: Path,
-    on_round_end: Callable[[int, dict[str, float]], None] | None = None,
-) -> tuple[Simulator, Any]:
-    """A launched Fabric (with the configured logger) and a Simulator over ``c``."""
-    fabric, logger = make_fabric(cfg)
-    method = fabric.to_device(c.method)
-    sim = Simulator(
-        fabric,
-        c.engine,
-        method,
-        c.aggregator,
-        c.train_clients,
-        c.federation,
-        run_dir,
-        c.eval_clients,
-        on_round_end,
-    )
-    return sim, logger
 
 
 def run_baselines(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -224,7 +52,7 @@ def run_baselines(cfg: DictConfig) -> dict[str, dict[str, Any]]:
         else:
             log.info("compare_with.%s: training it first in %s", label, base.paths.output_dir)
             results = run(base)[1]["results"]
-            done = Path(base.paths.output_dir) / "results.json"
+            done = Path(base.paths.output_dir) / RESULTS_FILE
         results["results_path"] = str(done)
         out[label] = results
     return out
@@ -241,9 +69,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # One process runs every job of a Hydra multirun: make peak_rss_mb this run's own peak.
     rss_scope = "run" if reset_peak_rss() else "process"
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    # The resolved config beside the checkpoint lets eval.py rebuild this run outside Hydra.
-    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    save_run_config(cfg, run_dir)
     c = build_components(cfg)
     rounds = c.federation.rounds
 
@@ -275,14 +101,33 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         results["path_similarity"] = similarity
     if baselines:
         results["compared_with"] = {k: v["results_path"] for k, v in baselines.items()}
-    write_json(run_dir / "results.json", results)
+    write_json(run_dir / RESULTS_FILE, results)
     reference = json.loads(Path(cfg.compare_to).read_text()) if cfg.get("compare_to") else None
     if baselines:  # the first baseline (Standalone) is the reference of the Δ columns
         runs = {**baselines, results["method"]: results}
         Console().print(side_by_side_table(runs, reference=next(iter(baselines))))
     else:
         Console().print(results_table(results, reference))
-    log.info("results written to %s", run_dir / "results.json")
+    log.info("results written to %s", run_dir / RESULTS_FILE)
     if logger is not None:
         logger.finalize("success")
     return {"avg_main": results["avg"]}, {"simulator": sim, "results": results, "components": c}
+
+
+@hydra.main(version_base=VERSION_BASE, config_path=SEARCH_PATH, config_name=PRIMARY)
+def main(cfg: DictConfig) -> float | None:
+    """Run one training job and return the metric a sweeper optimises."""
+    try:
+        metrics, _ = run(cfg)
+    except (InstantiationException, ValueError, KeyError, FileNotFoundError) as e:
+        # A bad argument in a config: show the cause, not the stack.
+        kind = "configuration error" if isinstance(e, InstantiationException) else "error"
+        log.error("%s: %s", kind, e)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records the failed job and goes on with the rest of the sweep
+        sys.exit(2)
+    return metrics.get(cfg.get("optimized_metric", "avg_main"))
+
+
+if __name__ == "__main__":
+    main()

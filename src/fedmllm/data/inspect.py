@@ -3,13 +3,13 @@
 Prints per-client statistics (samples per split, task, modality, closed/open ratio, top
 answers, answer-distribution divergence between clients) and writes a PNG grid with a few
 example images per client, each with its question and answer. Arguments are Hydra overrides
-of ``configs/train.yaml`` (``benchmark=fedvqa_synth benchmark.public_size=100 ...``) plus
+of the packaged ``train.yaml`` (:mod:`fedmllm.configs`: ``benchmark=fedvqa_synth
+benchmark.public_size=100 ...``) plus
 ``inspect.out=<png path>`` (default ``inspect_<benchmark>.png``) and ``inspect.examples=<n>``.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import textwrap
 from collections.abc import Sequence
@@ -83,22 +83,14 @@ def example_grid(bench: Any, per_client: int = 4) -> Image.Image:
     return grid
 
 
-def _configs_dir() -> Path:
-    """``configs/`` of the working directory, else of the repository this package lives in."""
-    here = Path.cwd() / "configs"
-    return (
-        here if (here / "train.yaml").exists() else Path(__file__).resolve().parents[3] / "configs"
-    )
-
-
 def load_benchmark(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     """Compose ``train.yaml`` with ``overrides`` and instantiate its benchmark.
 
     ``inspect.*`` overrides are taken out and returned as options.
     """
-    from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
-    from omegaconf import open_dict
+
+    from fedmllm.configs import compose_train
 
     options = {"out": None, "examples": 4}
     rest = []
@@ -108,11 +100,7 @@ def load_benchmark(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
             options[key.split(".", 1)[1]] = value
         else:
             rest.append(item)
-    with initialize_config_dir(config_dir=str(_configs_dir()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=rest)
-    with open_dict(cfg):
-        if not any(o.startswith("paths.root_dir") for o in rest):
-            cfg.paths.root_dir = os.getcwd()  # no Hydra run here to resolve hydra:runtime.cwd
+    cfg = compose_train(rest)  # paths.root_dir: the working directory, unless overridden
     return instantiate(cfg.benchmark), options
 
 

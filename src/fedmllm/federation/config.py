@@ -9,13 +9,16 @@ from typing import Any
 
 @dataclass
 class FederationConfig:
-    """Knobs of the round loop (Hydra group ``federation/``)."""
+    """Knobs of the round loop (Hydra group ``federation/``).
+
+    The defaults are those of ``fedmllm/configs/federation/default.yaml`` (what users see).
+    """
 
     rounds: int = 10
-    local_steps: int = 20
+    local_steps: int = 30
     batch_size: int = 8
     clients_per_round: int | float | None = None
-    lr: float = 5e-4
+    lr: float = 1e-3
     warmup_steps: int = 0
     min_lr_ratio: float = 0.0
     eval_every: int = 5

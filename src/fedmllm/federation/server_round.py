@@ -14,7 +14,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fedmllm.aggregators.base import Aggregator
+from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.sampling import sample_clients
+from fedmllm.protocol import FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate
 
 
@@ -95,3 +97,29 @@ class RoundServer:
     def describe(self) -> dict[str, Any]:
         """The rule's plain facts for ``results.json``."""
         return self.aggregator.describe()
+
+
+def build_round_server(
+    method: FederatedMethod,
+    aggregator: Aggregator,
+    initial: AdapterState,
+    client_ids: Sequence[str],
+    config: FederationConfig,
+) -> RoundServer:
+    """The server half of ``method``'s federation, as the Simulator and the ServerApp build it.
+
+    Args:
+        method: Says which tensors are shared and each client's LoRA rank.
+        aggregator: The server rule.
+        initial: The method's initial adapter state; its shared part is the first global state.
+        client_ids: Every training client, in the run's fixed order.
+        config: The run's seed and ``clients_per_round``.
+    """
+    return RoundServer(
+        aggregator,
+        {k: initial[k] for k in method.shared_keys(initial)},
+        list(client_ids),
+        config.seed,
+        config.clients_per_round,
+        method.client_rank,
+    )

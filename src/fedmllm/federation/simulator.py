@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +22,9 @@ from fedmllm.federation.checkpoint import (
 from fedmllm.federation.client_round import LocalTrainer
 from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.config import FederationConfig
-from fedmllm.federation.drift import drift_logs, drift_stats
 from fedmllm.federation.evaluation import GLOBAL_MODEL, MetricPlan
-from fedmllm.federation.server_round import RoundServer
+from fedmllm.federation.ledger import Ledger, update_nbytes
+from fedmllm.federation.server_round import RoundServer, build_round_server
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
@@ -69,23 +68,26 @@ class Simulator:
         self.on_round_end = on_round_end
         # The two halves of a round, shared with the Flower apps (deploy/flower).
         self.trainer = LocalTrainer(fabric, engine, method, config, ClientStore(config.store_dir))
-        initial = self.trainer.initial_state
-        self.server = RoundServer(
-            aggregator,
-            {k: initial[k] for k in method.shared_keys(initial)},
-            list(self.train_clients),
-            config.seed,
-            config.clients_per_round,
-            method.client_rank,
+        self.server: RoundServer = build_round_server(
+            method, aggregator, self.trainer.initial_state, list(self.train_clients), config
         )
+        self.ledger = Ledger(config.drift, config.drift_pairwise_max)  # traffic and history
         self.base_keys: set[str] = set()  # frozen weights a server rule has changed
         self.round = 0
-        self.comm = {"up_bytes": 0, "down_bytes": 0}
-        self.history: list[dict[str, Any]] = []
         self.last_updates: list[ClientUpdate] = []
         self.baselines = {c.client_id: self._baseline(c) for c in self.eval_clients}
 
-    # ----------------------------------------------------------------- shared halves
+    # ----------------------------------------------------------------- shared parts
+    @property
+    def comm(self) -> dict[str, int]:
+        """Training traffic so far (``up_bytes``, ``down_bytes``)."""
+        return self.ledger.comm
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Round and evaluation entries so far (see ``federation/ledger.py``)."""
+        return self.ledger.history
+
     @property
     def store(self) -> ClientStore:
         """Each client's private tensors and optimiser state."""
@@ -116,10 +118,6 @@ class Simulator:
         self.server.global_state = state
 
     # ----------------------------------------------------------------- state swapping
-    def _swap_in(self, client_id: str) -> dict[str, Any] | None:
-        """Load the client's model (what it receives + its private tensors) into the engine."""
-        return self.trainer.load(client_id, self.server.received(client_id), self.server.extras())
-
     def swap_in(self, client_id: str, shared: AdapterState | None = None) -> None:
         """Put a client's personalised adapter into the engine, e.g. for analysis after a run.
 
@@ -144,8 +142,7 @@ class Simulator:
             extras,
         )
         update = result.update
-        self.comm["down_bytes"] += result.down_bytes + state_nbytes(extras)
-        self.comm["up_bytes"] += state_nbytes(update.state) + state_nbytes(update.extras)
+        self.ledger.count(result.down_bytes + state_nbytes(extras), update_nbytes(update))
         return update
 
     def _apply_base_weight_updates(self, deltas: AdapterState) -> None:
@@ -158,7 +155,7 @@ class Simulator:
             return
         self.method.add_to_base_weights(deltas)
         self.base_keys.update(deltas)
-        self.comm["down_bytes"] += len(self.train_clients) * state_nbytes(deltas)
+        self.ledger.count(down=len(self.train_clients) * state_nbytes(deltas))
 
     def run_round(self, progress: Progress | None = None, task_id: Any = None) -> dict[str, Any]:
         """Train the sampled clients of ``self.round`` and aggregate; returns the round's logs."""
@@ -172,45 +169,29 @@ class Simulator:
             progress.update(task_id, description=f"client {cid}")
             updates.append(self._local_update(cid))
             progress.advance(task_id)
-        # A copy: a server optimiser may update the global tensors in place.
-        before = (
-            {k: v.detach().clone() for k, v in self.global_state.items()} if self.cfg.drift else {}
-        )
+        before = self.ledger.snapshot(self.global_state)
         self.last_updates = updates  # the clients' local models before aggregation
         self._apply_base_weight_updates(self.server.aggregate(updates, self.round))
         logs: dict[str, float] = {
             f"client_{u.client_id}/train/{k}": v for u in updates for k, v in u.metrics.items()
         }
-        logs.update({f"server/{k}": v for k, v in self.server.round_stats().items()})
-        logs.update(self._record_round(updates, before))
-        logs.update({f"comm/{k}": float(v) for k, v in self.comm.items()})
-        logs["round/wall_s"] = time.perf_counter() - t0
-        self.history[-1]["wall_s"] = logs["round/wall_s"]  # the round entry _record_round added
-        return logs
-
-    def _record_round(self, updates: list[ClientUpdate], before: AdapterState) -> dict[str, float]:
-        """Append the round's train metrics and drift to ``history``; return the drift logs.
-
-        A client's local state is its full adapter after the update: what it sent plus the
-        private tensors just stored (see ``federation/drift.py`` for every quantity).
-        """
-        entry: dict[str, Any] = {
-            "round": self.round + 1,
-            "train": {u.client_id: dict(u.metrics) for u in updates},
-        }
-        logs: dict[str, float] = {}
-        if self.cfg.drift and updates:
-
-            def local_states() -> Iterator[tuple[str, AdapterState]]:
-                for u in updates:
-                    yield u.client_id, {**self.store.get(u.client_id)[0], **u.state}
-
-            reference = {**self.initial_state, **before}
-            entry["drift"] = drift_stats(
-                local_states, self.global_state, reference, self.cfg.drift_pairwise_max
+        stats = self.server.round_stats()
+        logs.update({f"server/{k}": v for k, v in stats.items()})
+        # A client's local state for drift: its full adapter after the update, i.e. what it
+        # sent plus the private tensors just stored (see federation/drift.py).
+        logs.update(
+            self.ledger.record_round(
+                self.round + 1,
+                updates,
+                self.global_state,
+                {**self.initial_state, **before},
+                lambda u: {**self.store.get(u.client_id)[0], **u.state},
+                stats,
             )
-            logs = drift_logs(entry["drift"])
-        self.history.append(entry)
+        )
+        logs.update(self.ledger.comm_logs())
+        logs["round/wall_s"] = time.perf_counter() - t0
+        self.ledger.end_round(logs["round/wall_s"])
         return logs
 
     # ----------------------------------------------------------------- evaluation
@@ -224,11 +205,7 @@ class Simulator:
             # The global model: initial adapters with the global shared tensors, no private ones.
             self.method.load_adapter_state({**self.initial_state, **self.global_state})
         else:
-            self._swap_in(model_id)
-
-    def _score_client(self, client: Any, write_path: Path | None) -> dict[str, float]:
-        """Generate for ``client``'s test split with the loaded model and score it."""
-        return self.trainer.score(client, write_path)
+            self.swap_in(model_id)
 
     def evaluate(self, write_dir: Path | None = None) -> dict[str, dict[str, float]]:
         """Score each evaluation client's personalised model on its own test split."""
@@ -262,7 +239,7 @@ class Simulator:
             self._load_model(model_id)
             for client in self.eval_clients:
                 path = None if write_dir is None else write_dir / f"{client.client_id}.jsonl"
-                scores[client.client_id] = self._score_client(client, path)
+                scores[client.client_id] = self.trainer.score(client, path)
                 log.info("model %s on client %s: done", model_id, client.client_id)
         finally:
             self.method.train()
@@ -283,8 +260,7 @@ class Simulator:
             "client_store": self.store.state_dict(),
             "aggregator": self.aggregator.state_dict(),
             "rng": rng_state(),
-            "comm": dict(self.comm),
-            "history": list(self.history),
+            **self.ledger.state_dict(),
             "baselines": self.baselines,
             "base_weights": self._base_weights(),
         }
@@ -310,8 +286,7 @@ class Simulator:
         self.global_state = payload["global_state"]
         self.store.load_state_dict(payload["client_store"])
         self.aggregator.load_state_dict(payload["aggregator"])
-        self.comm = payload["comm"]
-        self.history = payload["history"]
+        self.ledger.load_state_dict(payload)
         set_rng_state(payload["rng"])
         log.info("resumed from %s at round %d", path, self.round)
 
@@ -341,7 +316,7 @@ class Simulator:
                 last = self.round == self.cfg.rounds
                 if self.cfg.eval_every > 0 and self.round % self.cfg.eval_every == 0 and not last:
                     scores = self.evaluate()
-                    self.history.append({"round": self.round, "scores": scores})
+                    self.ledger.record_scores(self.round, scores)
                     logs.update(self._eval_logs(scores))
                 self.fabric.log_dict(logs, step=self.round)
                 if self.cfg.checkpoint:
@@ -350,17 +325,10 @@ class Simulator:
                     self.on_round_end(self.round, logs)
                 progress.update(rounds_task, completed=self.round)
         final = self.evaluate(write_dir=self.run_dir / "predictions")
-        self.history.append({"round": self.round, "scores": final})
+        self.ledger.record_scores(self.round, final)
         self.fabric.log_dict(self._eval_logs(final), step=self.round)
-        return {
-            "scores": final,
-            "baselines": self.baselines,
-            "comm": dict(self.comm),
-            "wall_s": time.perf_counter() - t_start,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "history": self.history,
-            "aggregator": self.aggregator.describe(),
-        }
+        wall_s = time.perf_counter() - t_start
+        return self.ledger.outcome(final, self.baselines, wall_s, self.aggregator.describe())
 
 
 def _interactive() -> bool:

@@ -1,7 +1,8 @@
 """The engine: one frozen base model with its tokeniser, template and collators.
 
 Every client shares one engine; methods inject adapters into ``engine.model`` and swap their
-tensors per client. ``build_tiny_vlm`` is the Hydra target of ``configs/model/tiny_vlm.yaml``.
+tensors per client. ``build_tiny_vlm`` is the Hydra target of
+``fedmllm/configs/model/tiny_vlm.yaml``.
 """
 
 from __future__ import annotations

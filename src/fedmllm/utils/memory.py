@@ -1,4 +1,4 @@
-"""Per-run peak memory: reset the process's resident-set high-water mark at the start of a run.
+"""Per-run peak memory: the process's peak resident set, and resetting it at a run's start.
 
 ``Simulator.fit`` reports ``ru_maxrss``, the peak RSS of the whole process. In a Hydra
 multirun every job runs in the same process, so without a reset a job's "peak" would include
@@ -9,6 +9,7 @@ process-wide and the caller records that.
 
 from __future__ import annotations
 
+import resource
 from pathlib import Path
 
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -21,3 +22,8 @@ def reset_peak_rss() -> bool:
     except OSError:
         return False
     return True
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set (``ru_maxrss``, KiB on Linux) in MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -11,36 +11,21 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
-import os
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
+
+from fedmllm.configs import compose_train, overridden_keys
 
 OVERRIDES_KEY = "overrides"
 """Run-config key: Hydra overrides as one shell-quoted string, e.g. ``experiment=... seed=1``."""
 CONFIG_DIR_KEY = "config-dir"
-"""Run- or node-config key: the ``configs/`` directory (default: see :func:`configs_dir`)."""
-
-
-def configs_dir(explicit: str | None = None) -> Path:
-    """``explicit``, else ``./configs``, else the ``configs/`` of the repository of this package."""
-    if explicit:
-        path = Path(explicit).expanduser()
-    else:
-        here = Path.cwd() / "configs"
-        path = here if (here / "train.yaml").exists() else Path(__file__).resolve().parents[4]
-        path = path if path.name == "configs" else path / "configs"
-    if not (path / "train.yaml").is_file():
-        raise FileNotFoundError(
-            f"no train.yaml in {path}: set the run config key {CONFIG_DIR_KEY!r} (or run from the "
-            "repository root) so that the apps find fedmllm's configs/"
-        )
-    return path
+"""Run- or node-config key: a whole config tree (with its ``train.yaml``) to use instead of
+the packaged one (``fedmllm.configs``); empty: the packaged one. To add configs of your own
+beside the packaged ones, put ``hydra.searchpath=[file:///dir]`` in the overrides."""
 
 
 def split_overrides(text: str) -> list[str]:
@@ -57,14 +42,12 @@ def compose_config(overrides: Sequence[str], config_dir: str | None = None) -> D
     Paths Hydra resolves at run time get plain values: ``paths.root_dir`` is the working
     directory and ``paths.output_dir`` a fresh ``<log_dir>/<task_name>/runs/<time>_flower``,
     unless the overrides set them. The TensorBoard logger is kept only if asked for.
+    ``config_dir``: see :data:`CONFIG_DIR_KEY`.
     """
     overrides = list(overrides)
-    with initialize_config_dir(config_dir=str(configs_dir(config_dir)), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides)
-    given = {o.split("=", 1)[0].lstrip("+~") for o in overrides}
+    cfg = compose_train(overrides, config_dir or None)
+    given = overridden_keys(overrides)
     with open_dict(cfg):
-        if "paths.root_dir" not in given:
-            cfg.paths.root_dir = os.getcwd()
         if "paths.output_dir" not in given:
             stamp = _dt.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
             cfg.paths.output_dir = f"{cfg.paths.log_dir}/{cfg.task_name}/runs/{stamp}_flower"

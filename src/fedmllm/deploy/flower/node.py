@@ -16,7 +16,7 @@ Node config keys (``flower-supernode --node-config '...'``; the simulation engin
 - ``data-dir``: the node's ``paths.data_dir`` (benchmark and model caches, local data);
 - ``state-dir``: where private state goes (default ``<paths.log_dir>/flower_nodes``);
 - ``overrides``: extra Hydra overrides of this node only (e.g. a local dataset root);
-- ``config-dir``: the ``configs/`` directory, when not found otherwise.
+- ``config-dir``: a whole config tree to use instead of the packaged one (``CONFIG_DIR_KEY``).
 """
 
 from __future__ import annotations
@@ -30,10 +30,10 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
+from fedmllm.build import Components, build_components, make_fabric
 from fedmllm.deploy.flower.config import CONFIG_DIR_KEY, compose_config, split_overrides
 from fedmllm.federation import ClientStore
 from fedmllm.federation.client_round import LocalTrainer
-from fedmllm.train import Components, build_components, make_fabric
 from fedmllm.types import AdapterState
 from fedmllm.utils.io import torch_save_atomic
 

@@ -18,7 +18,7 @@ from fedmllm.deploy.flower.client_app import (
     UPDATE,
 )
 from fedmllm.deploy.flower.records import check_state, get_state
-from fedmllm.types import ClientUpdate
+from fedmllm.types import ClientUpdate, state_nbytes
 
 
 @dataclass
@@ -76,7 +76,7 @@ def parse_train_reply(
     n = metrics.pop(NUM_EXAMPLES, None)
     if not isinstance(n, int) or n <= 0:
         problems.append(f"{NUM_EXAMPLES} must be a positive integer, got {n!r}")
-    up = sum(t.numel() * t.element_size() for t in [*state.values(), *extras.values()])
+    up = state_nbytes(state) + state_nbytes(extras)
     base_round = content[CONFIG].get(BASE_ROUND)
     parsed = TrainReply(
         None,

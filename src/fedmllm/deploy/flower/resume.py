@@ -39,9 +39,8 @@ def server_payload(strategy: Any) -> dict[str, Any]:
         "aggregator_name": server.aggregator.name,
         "global_state": server.global_state,
         "aggregator": server.aggregator.state_dict(),
-        "comm": dict(strategy.comm),
+        **strategy.ledger.state_dict(),  # comm, history
         "eval_down_bytes": strategy.eval_down_bytes,
-        "history": list(strategy.history),
         "synced": dict(strategy.synced),
         "base": strategy.base.state_dict(),
         "state_run": strategy.state_run,
@@ -96,9 +95,8 @@ def restore_server(strategy: Any, payload: dict[str, Any], initial_keys: set[str
     server.global_state = payload["global_state"]
     server.aggregator.load_state_dict(payload["aggregator"])
     strategy.completed = int(payload["round"])
-    strategy.comm = dict(payload["comm"])
+    strategy.ledger.load_state_dict(payload)
     strategy.eval_down_bytes = int(payload["eval_down_bytes"])
-    strategy.history = list(payload["history"])
     strategy.synced = dict(payload["synced"])
     strategy.base.load_state_dict(payload["base"])
     strategy.state_run = str(payload["state_run"])

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import resource
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,9 +17,9 @@ from typing import Any
 
 from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
+from fedmllm.build import Components, build_components
 from fedmllm.deploy.flower.base_sync import BaseSync
 from fedmllm.deploy.flower.config import (
     CONFIG_DIR_KEY,
@@ -38,8 +37,8 @@ from fedmllm.deploy.flower.resume import (
     save_server_checkpoint,
 )
 from fedmllm.deploy.flower.strategy import FedMLLMStrategy, Shareable
-from fedmllm.federation.server_round import RoundServer
-from fedmllm.train import RUN_CONFIG, Components, build_components, build_results
+from fedmllm.federation.server_round import RoundServer, build_round_server
+from fedmllm.run_files import RESULTS_FILE, build_results, save_run_config
 from fedmllm.types import AdapterState
 from fedmllm.utils.io import write_json
 
@@ -58,15 +57,8 @@ def make_round_server(c: Components) -> tuple[RoundServer, AdapterState]:
             "federated deployment (run it with train.py)"
         )
     initial = method.adapter_state()
-    server = RoundServer(
-        c.aggregator,
-        {k: initial[k] for k in method.shared_keys(initial)},
-        [cl.client_id for cl in c.train_clients],
-        c.federation.seed,
-        c.federation.clients_per_round,
-        method.client_rank,
-    )
-    return server, initial
+    ids = [cl.client_id for cl in c.train_clients]
+    return build_round_server(method, c.aggregator, initial, ids, c.federation), initial
 
 
 def shareable_fn(method: Any, server: RoundServer, initial: AdapterState) -> Shareable:
@@ -101,8 +93,7 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     )
     options = FlowerOptions.from_config(run_config)
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+    save_run_config(cfg, run_dir)
     c = build_components(cfg)
     server, initial = make_round_server(c)
     fed = c.federation
@@ -139,8 +130,8 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     tmp = run_dir / f"{GLOBAL_ADAPTER}.tmp"  # atomic: a crash never leaves half a file
     save_file({k: v.contiguous() for k, v in server.global_state.items()}, tmp)
     os.replace(tmp, run_dir / GLOBAL_ADAPTER)
-    write_json(run_dir / "results.json", results)
-    log.info("results written to %s", run_dir / "results.json")
+    write_json(run_dir / RESULTS_FILE, results)
+    log.info("results written to %s", run_dir / RESULTS_FILE)
     return results
 
 
@@ -152,15 +143,7 @@ def _results(cfg: Any, c: Components, strategy: FedMLLMStrategy, wall_s: float) 
     missing = sorted({cl.client_id for cl in c.eval_clients} - {cl.client_id for cl in scored})
     if missing:
         log.warning("clients without final scores, left out of results.json: %s", missing)
-    out = {
-        "scores": scores,
-        "baselines": baselines,
-        "comm": dict(strategy.comm),
-        "wall_s": wall_s,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "history": strategy.history,
-        "aggregator": strategy.server.describe(),
-    }
+    out = strategy.ledger.outcome(scores, baselines, wall_s, strategy.server.describe())
     validation = getattr(c.benchmark, "validation", None)
     results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation, c.aggregator)
     results["peak_rss_scope"] = "server"
@@ -168,7 +151,7 @@ def _results(cfg: Any, c: Components, strategy: FedMLLMStrategy, wall_s: float) 
 
 
 def _deploy_facts(strategy: FedMLLMStrategy, options: FlowerOptions) -> dict[str, Any]:
-    rounds = [h for h in strategy.history if "aggregated" in h]
+    rounds = [h for h in strategy.ledger.history if "aggregated" in h]
     return {
         "options": options.as_run_config(),
         "nodes": {cid: info.node_id for cid, info in strategy.nodes.items()},

@@ -36,7 +36,7 @@ from fedmllm.deploy.flower.directory import NodeDirectory, NodeInfo
 from fedmllm.deploy.flower.records import Shapes, put_base_deltas, put_state, to_record
 from fedmllm.deploy.flower.replies import parse_scores, parse_train_reply
 from fedmllm.deploy.flower.transport import exchange, match_replies
-from fedmllm.federation.drift import drift_stats
+from fedmllm.federation.ledger import Ledger
 from fedmllm.federation.server_round import RoundServer
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
@@ -79,15 +79,14 @@ class FedMLLMStrategy(Strategy):
     ) -> None:
         self.server, self.shareable, self.options = server, shareable, options
         self.rounds, self.eval_every, self.eval_ids = rounds, eval_every, list(eval_ids)
-        self.drift, self.drift_pairwise_max = drift, drift_pairwise_max
         self.directory = NodeDirectory(server.client_ids, options)
         self.synced: dict[str, int] = {}  # client → last base-weight round it applied
         self.base = base
-        # Training traffic, counted as the simulator counts it; evaluation traffic (which the
-        # simulator, scoring in-process, does not have) apart.
-        self.comm = {"up_bytes": 0, "down_bytes": 0}
+        # Training traffic and history, kept as the simulator keeps them (drift over the shared
+        # tensors: private ones never arrive); evaluation traffic (which the simulator, scoring
+        # in-process, does not have) apart.
+        self.ledger = Ledger(drift, drift_pairwise_max)
         self.eval_down_bytes = 0
-        self.history: list[dict[str, Any]] = []
         self.final_scores: dict[str, dict[str, float]] = {}
         self._sent: dict[str, Message] = {}
         self._unreachable: dict[str, str] = {}
@@ -142,7 +141,7 @@ class FedMLLMStrategy(Strategy):
         content[CONFIG] = ConfigRecord(
             {CLIENT_ID: cid, BASE_FROM: synced, **self._run_keys(), **config}
         )
-        self.comm["down_bytes"] += sum(state_nbytes(d) for _, d in pending) + state_nbytes(base)
+        self.ledger.count(down=sum(state_nbytes(d) for _, d in pending) + state_nbytes(base))
         return content
 
     def configure_train(
@@ -158,7 +157,7 @@ class FedMLLMStrategy(Strategy):
                 self._unreachable[cid] = "no connected node holds this client"
                 continue
             content = self._payload(cid, extras, {"round": server_round - 1})
-            self.comm["down_bytes"] += state_nbytes(extras)
+            self.ledger.count(down=state_nbytes(extras))
             self._sent[cid] = Message(
                 content,
                 dst_node_id=self.nodes[cid].node_id,
@@ -182,18 +181,28 @@ class FedMLLMStrategy(Strategy):
         for cid, why in failures.items():
             log.warning("round %d: client %s failed: %s", server_round, cid, why)
             if cid in self._sent:  # it was sent the whole state, whatever it needed of it
-                self.comm["down_bytes"] += state_nbytes(self.server.received(cid))
+                self.ledger.count(down=state_nbytes(self.server.received(cid)))
         needed = self.options.needed(len(sampled))
         if len(updates) < needed:
             raise RuntimeError(
                 f"round {server_round}: {len(updates)} valid replies of {len(sampled)} sampled "
                 f"clients, {needed} needed (min-replies); failed: {failures}; rejected: {rejected}"
             )
-        before = {k: v.detach().clone() for k, v in self.server.global_state.items()}
+        before = self.ledger.snapshot(self.server.global_state)
         deltas = self.server.aggregate(updates, server_round - 1)
         self.base.add(server_round, deltas)
-        self._record(server_round, updates, failures, rejected, before)
-        stats = {f"server/{k}": v for k, v in self.server.round_stats().items()}
+        server_stats = self.server.round_stats()
+        self.ledger.record_round(
+            server_round,
+            updates,
+            self.server.global_state,
+            before,
+            server_stats=server_stats,
+            aggregated=[u.client_id for u in updates],
+            failed=dict(failures),
+            rejected=rejected,
+        )
+        stats = {f"server/{k}": v for k, v in server_stats.items()}
         losses = [u.metrics["loss"] for u in updates if "loss" in u.metrics]
         if losses:
             stats["train/loss"] = sum(losses) / len(losses)
@@ -210,8 +219,7 @@ class FedMLLMStrategy(Strategy):
             if cid not in answers:
                 continue
             parsed = parse_train_reply(cid, answers[cid], *self.shareable(cid, extras))
-            self.comm["up_bytes"] += parsed.up_bytes
-            self.comm["down_bytes"] += parsed.down_bytes
+            self.ledger.count(parsed.down_bytes, parsed.up_bytes)
             if parsed.base_round is not None:
                 self.synced[cid] = parsed.base_round
             if parsed.update is None:
@@ -225,33 +233,6 @@ class FedMLLMStrategy(Strategy):
                 continue
             updates.append(parsed.update)
         return updates, rejected
-
-    def _record(
-        self,
-        server_round: int,
-        updates: list[ClientUpdate],
-        failures: dict[str, str],
-        rejected: dict[str, list[str]],
-        before: AdapterState,
-    ) -> None:
-        """Append the round to ``history`` in the simulator's layout, plus who was left out."""
-        entry: dict[str, Any] = {
-            "round": server_round,
-            "train": {u.client_id: dict(u.metrics) for u in updates},
-            "aggregated": [u.client_id for u in updates],
-            "failed": dict(failures),
-            "rejected": rejected,
-        }
-        if self.drift and updates:
-
-            def local_states() -> Iterable[tuple[str, AdapterState]]:
-                return ((u.client_id, u.state) for u in updates)
-
-            entry["drift"] = drift_stats(
-                local_states, self.server.global_state, before, self.drift_pairwise_max
-            )
-            entry["drift"]["scope"] = "shared"  # private tensors never reach the server
-        self.history.append(entry)
 
     # ----------------------------------------------------------------- evaluation
     def is_eval_round(self, server_round: int) -> bool:
@@ -301,7 +282,7 @@ class FedMLLMStrategy(Strategy):
                 self.synced[cid] = int(cfg[BASE_ROUND])
         for cid, why in failures.items():
             log.warning("round %d: evaluation of client %s failed: %s", server_round, cid, why)
-        self.history.append({"round": server_round, "scores": scores})
+        self.ledger.record_scores(server_round, scores)
         if server_round == self.rounds:
             self.final_scores = scores
         mains = [s[MAIN_METRIC[self.nodes[c].task]] for c, s in scores.items()]
@@ -330,12 +311,9 @@ class FedMLLMStrategy(Strategy):
             sent = self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
             replies = exchange(grid, list(sent), self.options.round_timeout)
             _, metrics = self.aggregate_train(server_round, replies)
-            self.history[-1]["wall_s"] = time.perf_counter() - t0
+            self.ledger.end_round(time.perf_counter() - t0)
             server_stats = {k: v for k, v in (metrics or {}).items() if k.startswith("server/")}
             if server_stats:  # the rule's own scalars (FedA²-LoRA's conditioning, ...)
-                self.history[-1]["server"] = {
-                    k.removeprefix("server/"): v for k, v in server_stats.items()
-                }
                 log.info("round %d: %s", server_round, server_stats)
             to_score = self.configure_evaluate(server_round, ArrayRecord(), ConfigRecord(), grid)
             main = self.aggregate_evaluate(
@@ -345,7 +323,7 @@ class FedMLLMStrategy(Strategy):
                 "round %d/%d: %d of %d clients aggregated, %.1f s%s%s",
                 server_round,
                 self.rounds,
-                len(self.history[-1 if main is None else -2]["aggregated"]),
+                len(self.ledger.history[-1 if main is None else -2]["aggregated"]),
                 len(self.server.sample(server_round - 1)),
                 time.perf_counter() - t0,
                 f", loss {metrics['train/loss']:.4f}"

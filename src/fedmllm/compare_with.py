@@ -18,37 +18,28 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-log = logging.getLogger(__name__)
+from fedmllm.configs import CONFIG_DIR, compose_train
+from fedmllm.run_files import RESULTS_FILE
 
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs"
-"""The repository's config tree (used when no Hydra app is running, e.g. in tests)."""
+log = logging.getLogger(__name__)
 
 COMPARED_KEYS = ("benchmark", "model", "method", "aggregator", "federation", "fabric", "seed")
 """What must be equal for a finished run to stand in for a baseline."""
-
-if not OmegaConf.has_resolver("concat"):
-    # ${concat:${method.lora_targets},${method.mole_targets}}: lists joined, for baselines
-    # that must adapt the same modules as the compared method.
-    OmegaConf.register_new_resolver("concat", lambda *lists: [x for xs in lists for x in xs])
 
 
 def compose_group(group: str, name: str) -> DictConfig:
     """The config node ``<group>/<name>.yaml`` as Hydra composes it (defaults honoured).
 
+    Inside ``train.py``'s Hydra app its search path is used (config dirs the user added).
+
     Raises:
         ValueError: No such config (the message lists what exists).
     """
-    overrides = [f"{group}={name}"]
     try:
-        if GlobalHydra.instance().is_initialized():  # inside train.py's @hydra.main
-            return compose(config_name="train", overrides=overrides)[group]
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-            return compose(config_name="train", overrides=overrides)[group]
+        return compose_train([f"{group}={name}"])[group]
     except MissingConfigException as e:
         raise ValueError(f"compare_with: no config {group}/{name}: {e}") from e
 
@@ -123,7 +114,7 @@ def find_finished_run(log_dir: str | Path, cfg: DictConfig) -> Path | None:
     """
     want = _signature(OmegaConf.to_container(cfg, resolve=True))
     root = Path(log_dir)
-    found = [*root.glob("*/runs/*/results.json"), *root.glob("*/multiruns/*/*/results.json")]
+    found = [*root.glob(f"*/runs/*/{RESULTS_FILE}"), *root.glob(f"*/multiruns/*/*/{RESULTS_FILE}")]
     for path in sorted(found, key=lambda p: p.stat().st_mtime, reverse=True):
         try:
             config = json.loads(path.read_text()).get("config", {})

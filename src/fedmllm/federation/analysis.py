@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from fedmllm.federation import Simulator
+from fedmllm.federation.simulator import Simulator
 from fedmllm.lora import cross_client_cosine
 
 log = logging.getLogger(__name__)
@@ -40,10 +40,10 @@ def path_similarity(
     try:
         for update in sim.last_updates:
             sim.swap_in(update.client_id, update.state)
-            paths = sim.method.probe_paths(batch)
-            if paths is None:  # the method has no adapter paths to compare
+            probed = sim.method.probe_paths(batch)
+            if probed is None:  # the method has no adapter paths to compare
                 return None
-            outputs[update.client_id] = paths
+            outputs[update.client_id] = probed
     except (ValueError, TypeError) as e:  # an analysis must not cost a finished run its results
         log.warning("path similarity skipped: %s", e)
         return None

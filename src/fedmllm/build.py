@@ -1,0 +1,144 @@
+"""From a composed config to live objects: what every entry point builds the same way.
+
+``train`` (a run), ``evaluate`` (a finished run scored again) and the Flower apps (the server
+and each node) all start here: benchmark → engine → method → rule, seeded identically, then
+a Fabric and, in one process, a :class:`Simulator`. This module holds no Hydra app and runs
+nothing: the entry points own the run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import get_class, instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from fedmllm import compat
+from fedmllm.configs import CONFIG_DIR
+from fedmllm.federation import FederationConfig, Simulator
+from fedmllm.federation.config import Client
+
+
+def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
+    clients = [Client(c.client_id, c.task, c.train, c.test) for c in benchmark.clients]
+    if not pooled:
+        return clients, clients
+    pool = Client("pooled", "mixed", [s for c in clients for s in c.train], [])
+    return [pool], clients
+
+
+def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> None:
+    """Check per-client options against the real client ids; tell the server its client count.
+
+    The method refuses options naming clients the run does not have (``bind_clients``); a
+    rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
+    """
+    method.bind_clients(client_ids)
+    if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
+        aggregator.num_clients = len(client_ids)
+
+
+def rule_catalogue(config_dir: Path = CONFIG_DIR) -> dict[str, tuple[Any, Any]]:
+    """``aggregator=<name>`` -> (requires, provides) of every packaged rule config, read from
+    the classes (nothing is instantiated)."""
+    out = {}
+    for path in sorted((config_dir / "aggregator").glob("*.yaml")):
+        rule = get_class(OmegaConf.load(path)["_target_"])
+        out[path.stem] = (rule.requires, rule.provides)
+    return out
+
+
+def check_pair(method: Any, rule_cfg: DictConfig) -> None:
+    """Refuse a method and a server rule that do not belong together, before the rule is built.
+
+    Raises:
+        ValueError: One sentence naming what is missing and the rules that fit.
+    """
+    rule = get_class(rule_cfg["_target_"])
+    why = compat.refusal(
+        method.name,
+        rule.name,
+        method.offers(),
+        method.needs(),
+        rule.requires,
+        rule.provides,
+        rule_catalogue(),
+    )
+    if why is not None:
+        raise ValueError(why)
+
+
+@dataclass
+class Components:
+    """Everything a run is made of, built from one config."""
+
+    benchmark: Any
+    engine: Any
+    method: Any
+    aggregator: Any
+    federation: FederationConfig
+    train_clients: list[Client]
+    eval_clients: list[Client]
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
+    torch.set_num_threads(int(cfg.get("threads", 2)))
+    L.seed_everything(cfg.seed, verbose=False)
+    benchmark = instantiate(cfg.benchmark)
+    # Live objects go in through partials: Hydra would try to turn them into config nodes.
+    engine = instantiate(cfg.model, _partial_=True)(
+        public=benchmark.public, vocabulary=benchmark.vocabulary()
+    )
+    # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
+    L.seed_everything(cfg.seed, verbose=False)
+    method = instantiate(cfg.method, _partial_=True)(engine=engine)
+    check_pair(method, cfg.aggregator)
+    aggregator = instantiate(cfg.aggregator)
+    fed_cfg = FederationConfig(
+        **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed
+    )
+    # A benchmark may choose its clients' metrics (client id or task -> names); config wins.
+    chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
+    fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
+    train_clients, eval_clients = _clients(benchmark, method.pooled)
+    _bind_federation(method, aggregator, [c.client_id for c in train_clients])
+    if method.pooled:  # same total compute as the federation: K clients' steps in one
+        fed_cfg.local_steps *= len(eval_clients)
+    return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
+
+
+def make_fabric(cfg: DictConfig) -> tuple[L.Fabric, Any]:
+    """A launched Fabric with the configured logger (or none)."""
+    logger = instantiate(cfg.logger) if cfg.get("logger") else None
+    fabric = L.Fabric(**cfg.fabric, loggers=logger)
+    fabric.launch()
+    return fabric, logger
+
+
+def make_simulator(
+    cfg: DictConfig,
+    c: Components,
+    run_dir: Path,
+    on_round_end: Callable[[int, dict[str, float]], None] | None = None,
+) -> tuple[Simulator, Any]:
+    """A launched Fabric (with the configured logger) and a Simulator over ``c``."""
+    fabric, logger = make_fabric(cfg)
+    method = fabric.to_device(c.method)
+    sim = Simulator(
+        fabric,
+        c.engine,
+        method,
+        c.aggregator,
+        c.train_clients,
+        c.federation,
+        run_dir,
+        c.eval_clients,
+        on_round_end,
+    )
+    return sim, logger

@@ -1,0 +1,134 @@
+"""A run's directory: the files it leaves for the others, and finding one to resume.
+
+``train``, ``evaluate`` and the Flower ServerApp write the same files (the resolved config,
+``results.json``), so ``eval.py`` can rebuild any run and the report can read any run,
+whoever produced it. A run with a checkpoint but no ``results.json`` is unfinished.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from fedmllm.federation.checkpoint import CHECKPOINT_NAME
+from fedmllm.federation.config import Client
+from fedmllm.metrics import MAIN_METRIC
+
+RUN_CONFIG = "config.yaml"
+"""The run's resolved config, beside its checkpoint: ``eval.py`` rebuilds the run from it."""
+RESULTS_FILE = "results.json"
+"""A finished run's results (:func:`build_results`)."""
+
+
+def save_run_config(cfg: DictConfig, run_dir: Path) -> None:
+    """Create ``run_dir`` and write ``cfg`` resolved into it (no Hydra needed to read it back)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, run_dir / RUN_CONFIG, resolve=True)
+
+
+def load_run_config(run_dir: Path) -> DictConfig:
+    """The resolved config a run was started with.
+
+    Raises:
+        FileNotFoundError: ``run_dir`` holds no run config.
+    """
+    path = run_dir / RUN_CONFIG
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no {RUN_CONFIG})")
+    return OmegaConf.load(path)
+
+
+def run_label(method: Any, aggregator: Any = None) -> tuple[str, str]:
+    """``(display name, report group)`` of a run: the method config's, else the rule's (a run
+    of plain clients is named by its rule: FedAdam, FedA²-LoRA), else the name and ``Other``."""
+    rule = (
+        (None, None) if aggregator is None else (aggregator.display_name, aggregator.report_group)
+    )
+    display = method.display_name or rule[0] or method.name
+    group = method.report_group or rule[1] or "Other"
+    return str(display), str(group)
+
+
+def build_results(
+    cfg: DictConfig,
+    method: Any,
+    benchmark: str,
+    out: dict[str, Any],
+    clients: list[Client],
+    validation: dict[str, Any] | None = None,
+    aggregator: Any = None,
+) -> dict[str, Any]:
+    """The ``results.json`` payload of a finished run.
+
+    ``validation`` holds the benchmark's record-validation counts (checked / skipped records);
+    ``aggregator`` names a run of plain clients after its rule (:func:`run_label`).
+    """
+    per_client = {}
+    for c in clients:
+        metric = MAIN_METRIC[c.task]
+        per_client[c.client_id] = {
+            "task": c.task,
+            "main_metric": metric,
+            "scores": out["scores"][c.client_id],
+            "baseline": out["baselines"][c.client_id],
+        }
+    mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
+    bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
+    display, group = run_label(method, aggregator)
+    return {
+        "method": method.name,
+        "display_name": display,
+        "method_group": group,
+        "benchmark": benchmark,
+        "seed": cfg.seed,
+        "rounds": cfg.federation.rounds,
+        "clients": per_client,
+        "avg": sum(mains) / len(mains),
+        "baseline_avg": sum(bases) / len(bases),
+        "comm": out["comm"],
+        "wall_s": out["wall_s"],
+        "peak_rss_mb": out["peak_rss_mb"],
+        "aggregator": out["aggregator"],
+        "history": out["history"],
+        "validation": validation or {},
+        "config": OmegaConf.to_container(cfg, resolve=True),
+    }
+
+
+def resolve_resume(resume: str | bool | None, runs_dir: Path, current_dir: Path) -> Path | None:
+    """Turn the ``resume`` option into a checkpoint path.
+
+    Args:
+        resume: ``None``/``False`` (fresh run), ``True`` (latest run under ``runs_dir`` that has a
+            checkpoint but no ``results.json``), or a run directory / checkpoint file.
+        runs_dir: Where this task's runs live.
+        current_dir: This run's own directory, never a candidate.
+
+    Raises:
+        FileNotFoundError: Nothing to resume from.
+    """
+    if resume in (None, False, "false", "null", ""):
+        return None
+    if resume is True or resume == "true":
+        candidates = sorted(
+            (
+                p
+                for p in runs_dir.glob(f"*/{CHECKPOINT_NAME}")
+                if p.parent.resolve() != current_dir.resolve()
+                and not (p.parent / RESULTS_FILE).exists()
+            ),
+            key=lambda p: p.stat().st_mtime,
+        )
+        if not candidates:
+            raise FileNotFoundError(
+                f"resume=true but no unfinished run with a checkpoint under {runs_dir}"
+            )
+        return candidates[-1]
+    path = Path(str(resume)).expanduser()
+    if path.is_dir():
+        path = path / CHECKPOINT_NAME
+    if not path.is_file():
+        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
+    return path
