@@ -43,6 +43,8 @@ class FederatedMethod(ABC):
     pooled: bool = False
     display_name: str | None = None
     report_group: str | None = None
+    probes_paths: bool = False
+    """Whether :meth:`probe_paths` returns adapter-path outputs (Fed-MoLE's Table 9)."""
 
     # ------------------------------------------------------------------ required
     @abstractmethod

@@ -29,7 +29,9 @@ def path_similarity(
         analysis: The run's ``analysis`` config (``path_similarity``, ``probe_per_client``).
     """
     acfg = analysis or {}
-    if not acfg.get("path_similarity", True) or len(sim.last_updates) < 2:
+    if not (acfg.get("path_similarity", True) and sim.method.probes_paths):
+        return None
+    if len(sim.last_updates) < 2:
         return None
     per_client = int(acfg.get("probe_per_client", 8))
     samples = [s for cl in eval_clients for s in list(cl.test)[:per_client]]

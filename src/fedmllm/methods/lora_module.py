@@ -62,6 +62,8 @@ class LoRAMethod(AdapterMethod):
             ``grad_accum``, ``proximal_mu``, ``scaffold``).
     """
 
+    probes_paths = True
+
     def __init__(
         self,
         engine: Any,

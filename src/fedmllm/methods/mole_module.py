@@ -69,6 +69,8 @@ class MoLEMethod(AdapterMethod):
             ``grad_accum``, ``proximal_mu``, ``scaffold``).
     """
 
+    probes_paths = True
+
     def __init__(
         self,
         engine: Any,
