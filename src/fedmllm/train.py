@@ -31,6 +31,7 @@ from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
 from fedmllm.utils.runs import resolve_resume
 from fedmllm.utils.tensorboard import log_histograms
+from fedmllm.utils.threads import resolve_threads
 
 log = logging.getLogger(__name__)
 RUN_CONFIG = "config.yaml"
@@ -117,7 +118,7 @@ class Components:
 
 def build_components(cfg: DictConfig) -> Components:
     """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
-    torch.set_num_threads(int(cfg.get("threads", 2)))
+    torch.set_num_threads(resolve_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, verbose=False)
     benchmark = instantiate(cfg.benchmark)
     # Live objects go in through partials: Hydra would try to turn them into config nodes.
