@@ -22,8 +22,9 @@ from typing import Any
 
 from fedmllm.data.benchmark import resolve_sizes
 from fedmllm.data.schema import ClientData, Sample, validate_sample
+from fedmllm.data.synthetic import ClientPlan, generate_client
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
-from fedmllm.data.synthmed.benchmark import SplitSpec, SynthBenchmark, make_sample
+from fedmllm.data.synthmed.benchmark import LESION_COUNTS, SplitSpec, SynthBenchmark, make_sample
 from fedmllm.data.synthmed.crossmodal import DEFAULT_TRAIN_SIZE, load_crossmodal_synth
 from fedmllm.data.synthmed.report import report_text
 from fedmllm.data.synthmed.scene import MODALITIES
@@ -38,17 +39,20 @@ TEXT_SPEC = SplitSpec(
     modalities=dict.fromkeys(MODALITIES, 1.0),
     organs=ORGANS_BY_MODALITY,
     styles=None,
-    lesion_counts=(0.25, 0.35, 0.25, 0.15),
+    lesion_counts=LESION_COUNTS,
     phrasing="client",
     modality_tag=TEXT,
 )
+TEXT_PLAN = ClientPlan(TEXT_SPEC, TEXT, "vqa", TEXT, _TEXT_STREAM)
 
 
-def text_sample(seed: int, stream: int, index: int, split: str) -> Sample:
+def text_sample(
+    spec: SplitSpec, seed: int, stream: int, index: int, image_size: int, split: str
+) -> Sample:
     """Text-only VQA sample ``index`` of a split: findings + question, no image."""
     # The scene is drawn (and rendered, then dropped) exactly as for an image client, so the
     # findings and the answer are both read off one scene record.
-    drawn = make_sample(TEXT_SPEC, seed, stream, index, 32, split)
+    drawn = make_sample(spec, seed, stream, index, image_size, split)
     scene = drawn.meta["scene"]
     question = f"{report_text(scene, 'public')} {drawn.question}"
     meta = {**drawn.meta, "source": NAME, "scene_modality": scene.modality}
@@ -58,10 +62,8 @@ def text_sample(seed: int, stream: int, index: int, split: str) -> Sample:
 
 
 def text_client(seed: int, train_size: int, test_size: int) -> ClientData:
-    """The text-only hospital."""
-    train = [text_sample(seed, _TEXT_STREAM, i, "train") for i in range(train_size)]
-    test = [text_sample(seed, _TEXT_STREAM + 1, i, "test") for i in range(test_size)]
-    return ClientData(TEXT, "vqa", TEXT, train, test)
+    """The text-only hospital (its scenes are drawn at 32 pixels whatever the image clients')."""
+    return generate_client(text_sample, TEXT_PLAN, seed, (train_size, test_size), 32)
 
 
 def load_crossmodal_text_synth(
@@ -105,8 +107,8 @@ def load_crossmodal_text_synth(
         public_size,
         {m: sizes[m] for m in image_mods},
         test_size,
-        image_mods,
         partition,
+        modalities=image_mods,
     )
     clients = list(bench.clients)
     if TEXT in mods:
