@@ -15,24 +15,45 @@ from fedmllm.types import AdapterState, ClientUpdate
 class Aggregator:
     """A server rule over the shared keys.
 
-    Subclasses implement :meth:`aggregate`; stateful rules (server optimisers, control
-    variates) override :meth:`state_dict`/:meth:`load_state_dict` so checkpoints carry them.
+    Subclasses implement :meth:`combine` (a round with at least one update; :meth:`aggregate`
+    handles the empty round) and list their settings in :attr:`hyperparameters`; stateful
+    rules (server optimisers, control variates) override :meth:`state_dict` /
+    :meth:`load_state_dict` so checkpoints carry them. What a round yields besides the global
+    state goes to ``self._base_updates`` (:meth:`base_weight_updates`) and ``self._stats``
+    (:meth:`round_stats`), both emptied at the start of every round.
 
     Args:
         weighting: ``"samples"`` (by n_k, the default) or ``"uniform"``.
     """
 
     name = "base"
+    # Attributes :meth:`describe` reports; each class lists its own (the base classes' come first).
+    hyperparameters: tuple[str, ...] = ("weighting",)
 
     def __init__(self, weighting: str = "samples") -> None:
         if weighting not in ("samples", "uniform"):
             raise ValueError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
         self.weighting = weighting
+        self._base_updates: AdapterState = {}
+        self._stats: dict[str, float] = {}
 
     def aggregate(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        """Return the new global shared state from this round's client updates."""
+        """Return the new global shared state from this round's client updates.
+
+        A round in which no update arrived keeps the global state and leaves the rule's own
+        state (moments, control variates) untouched.
+        """
+        self._base_updates, self._stats = {}, {}
+        if not updates:
+            return dict(global_state)
+        return self.combine(global_state, updates, round_idx)
+
+    def combine(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        """The rule itself: the new global state from a non-empty round's updates."""
         raise NotImplementedError
 
     def broadcast_extras(self) -> AdapterState:
@@ -48,7 +69,7 @@ class Aggregator:
         Keys are ``<module path>.base_layer.weight``; every client shares the new base
         (FedEx-LoRA's residual, FRLoRA's base refresh). Empty for most rules.
         """
-        return {}
+        return dict(self._base_updates)
 
     def for_client(self, global_state: AdapterState, rank: int) -> AdapterState:
         """What a client of LoRA rank ``rank`` loads from a global state of rank r_max.
@@ -84,7 +105,7 @@ class Aggregator:
 
     def round_stats(self) -> dict[str, float]:
         """Plain scalars about the last :meth:`aggregate` (e.g. condition numbers) to log."""
-        return {}
+        return dict(self._stats)
 
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (empty for stateless rules)."""
@@ -96,8 +117,10 @@ class Aggregator:
             raise KeyError(f"{type(self).__name__} keeps no state but got keys {sorted(state)}")
 
     def describe(self) -> dict[str, Any]:
-        """Plain facts logged with the run (which rule, which weighting)."""
-        return {"aggregator": self.name, "weighting": self.weighting}
+        """Plain facts logged with the run: the rule's name and its :attr:`hyperparameters`."""
+        mro = reversed(type(self).__mro__)
+        names = dict.fromkeys(n for cls in mro for n in vars(cls).get("hyperparameters", ()))
+        return {"aggregator": self.name, **{n: getattr(self, n) for n in names}}
 
 
 class ScaledRule(Aggregator):
@@ -113,6 +136,8 @@ class ScaledRule(Aggregator):
         use_rslora: Whether the clients use rank-stabilised scaling.
     """
 
+    hyperparameters = ("alpha", "use_rslora")
+
     def __init__(
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
     ) -> None:
@@ -125,6 +150,3 @@ class ScaledRule(Aggregator):
     def scaling(self, rank: int) -> float:
         """``s(rank)`` of this rule's clients."""
         return lora_scaling(self.alpha, rank, self.use_rslora)
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "alpha": self.alpha, "use_rslora": self.use_rslora}

@@ -39,18 +39,9 @@ class FedExLoRA(ScaledRule):
 
     name = "fedex"
 
-    def __init__(
-        self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
-    ) -> None:
-        super().__init__(weighting, alpha, use_rslora)
-        self._base_updates: AdapterState = {}
-
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        self._base_updates = {}
-        if not updates:
-            return dict(global_state)
         rnd = paired_round(updates, self.weighting)
         states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         w = [float(x) for x in weights]
@@ -63,9 +54,6 @@ class FedExLoRA(ScaledRule):
             out[a_key], out[b_key] = a.to(states[0][a_key].dtype), b.to(states[0][b_key].dtype)
             self._base_updates[base_weight_key(prefix)] = res.to(torch.float32)
         return {k: out[k] for k in keys}
-
-    def base_weight_updates(self) -> AdapterState:
-        return dict(self._base_updates)
 
 
 class FRLoRA(ScaledRule):
@@ -88,15 +76,11 @@ class FRLoRA(ScaledRule):
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
     ) -> None:
         super().__init__(weighting, alpha, use_rslora)
-        self._base_updates: AdapterState = {}
         self.init_state: AdapterState = {}
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        self._base_updates = {}
-        if not updates:
-            return dict(global_state)
         rnd = paired_round(updates, self.weighting)
         states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         self._capture_init(global_state, pairs)
@@ -122,9 +106,6 @@ class FRLoRA(ScaledRule):
                 )
             self.init_state[a_key] = global_state[a_key].detach().clone()
             self.init_state[b_key] = global_state[b_key].detach().clone()
-
-    def base_weight_updates(self) -> AdapterState:
-        return dict(self._base_updates)
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_state": {k: t.clone() for k, t in self.init_state.items()}}

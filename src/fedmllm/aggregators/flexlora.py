@@ -30,11 +30,9 @@ class FlexLoRA(ScaledRule):
 
     name = "flexlora"
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        if not updates:
-            return dict(global_state)
         rnd = paired_round(updates, self.weighting)
         states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         for a_key, b_key in pairs.values():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from typing import Any
 
 from fedmllm.aggregators.base import ScaledRule
 from fedmllm.aggregators.functional import (
@@ -47,6 +46,7 @@ class FedA2LoRA(ScaledRule):
     """
 
     name = "ridge"
+    hyperparameters = ("lam", "mode", "cond_threshold", "warmup_rounds")
 
     def __init__(
         self,
@@ -69,14 +69,10 @@ class FedA2LoRA(ScaledRule):
             raise ValueError(f"warmup_rounds must be >= 0, got {warmup_rounds}")
         self.lam, self.mode = float(lam), mode
         self.cond_threshold, self.warmup_rounds = float(cond_threshold), int(warmup_rounds)
-        self._stats: dict[str, float] = {}
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        self._stats = {}
-        if not updates:
-            return dict(global_state)
         rnd = paired_round(updates, self.weighting)
         states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
         w = [float(x) for x in weights]
@@ -135,17 +131,5 @@ class FedA2LoRA(ScaledRule):
             int(self._stats["ridge_pairs"]),
         )
 
-    def round_stats(self) -> dict[str, float]:
-        return dict(self._stats)
-
     def _client_b_scale(self, global_rank: int, rank: int) -> float:
         return self.scaling(global_rank) / self.scaling(rank)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "lam": self.lam,
-            "mode": self.mode,
-            "cond_threshold": self.cond_threshold,
-            "warmup_rounds": self.warmup_rounds,
-        }
