@@ -7,7 +7,15 @@ from typing import Any
 
 import torch
 
-from fedmllm.aggregators.functional import lora_pairs, resize_rank
+from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+    PairedRound,
+    lora_pairs,
+    pair_ranks,
+    paired_round,
+    resize_rank,
+)
 from fedmllm.lora.rank import lora_scaling
 from fedmllm.types import AdapterState, ClientUpdate
 
@@ -150,3 +158,38 @@ class ScaledRule(Aggregator):
     def scaling(self, rank: int) -> float:
         """``s(rank)`` of this rule's clients."""
         return lora_scaling(self.alpha, rank, self.use_rslora)
+
+
+class PairedRule(ScaledRule):
+    """A rule that combines each LoRA pair of a round as a whole (FedEx-LoRA, FRLoRA, FlexLoRA,
+    FedA²-LoRA); keys outside a pair get the weighted mean.
+
+    :meth:`combine` checks each pair's shapes, hands the clients' factors to
+    :meth:`combine_pair` and stores the new pair in the clients' dtype; :meth:`prepare` runs
+    before the first pair and :meth:`finish` after the last.
+    """
+
+    def combine(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        rnd = paired_round(updates, self.weighting)
+        self.prepare(rnd, global_state, round_idx)
+        for prefix, (a_key, b_key) in rnd.pairs.items():
+            ranks = pair_ranks(rnd.states, a_key, b_key)  # first: it names a missing key
+            a_list = [s[a_key] for s in rnd.states]
+            b_list = [s[b_key] for s in rnd.states]
+            pair = LoRAPair(prefix, a_key, b_key, a_list, b_list, ranks)
+            a, b = self.combine_pair(pair, rnd.weights)
+            rnd.out[a_key], rnd.out[b_key] = a.to(a_list[0].dtype), b.to(b_list[0].dtype)
+        self.finish(round_idx)
+        return {k: rnd.out[k] for k in rnd.keys}
+
+    def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
+        """Before the first pair of a round (nothing by default)."""
+
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
+        """The new ``(A, B)`` of ``pair`` from the clients' factors and aggregation weights."""
+        raise NotImplementedError
+
+    def finish(self, round_idx: int) -> None:
+        """After the last pair of a round (nothing by default)."""
