@@ -43,20 +43,9 @@ def positive(*values: object) -> bool:
 
 
 def check_engine(out: dict) -> None:
-    assert set(out) == {
-        "model",
-        "steps_per_client",
-        "batch_size",
-        "rss_mb_2",
-        "rss_mb_32",
-        "rss_ratio_32_vs_2",
-        "overhead_clients",
-        "fed_round_s",
-        "plain_steps_s",
-        "overhead_ratio",
-        "repeats",
-        "threads",
-    }
+    keys = "model steps_per_client batch_size rss_mb_2 rss_mb_32 rss_ratio_32_vs_2"
+    keys += " overhead_clients fed_round_s plain_steps_s overhead_ratio repeats threads"
+    assert set(out) == set(keys.split())
     assert positive(out["rss_mb_2"], out["rss_mb_32"], out["fed_round_s"], out["plain_steps_s"])
     assert positive(out["rss_ratio_32_vs_2"], out["overhead_ratio"])
     # Both ratios are of the printed (rounded) quantities: 3 decimals of a few ms.
@@ -79,19 +68,9 @@ def check_drift(out: dict) -> None:
 
 
 def check_eval(out: dict) -> None:
-    assert set(out) == {
-        "model",
-        "task",
-        "num_samples",
-        "batch_size",
-        "max_new_tokens",
-        "threads",
-        "repeats",
-        "batched_samples_per_s",
-        "single_samples_per_s",
-        "batched_speedup",
-        "same_predictions",
-    }
+    keys = "model task num_samples batch_size max_new_tokens threads repeats"
+    keys += " batched_samples_per_s single_samples_per_s batched_speedup same_predictions"
+    assert set(out) == set(keys.split())
     assert positive(out["batched_samples_per_s"], out["single_samples_per_s"])
     assert positive(out["batched_speedup"])
     assert out["same_predictions"] is True  # left padding must not change a greedy answer

@@ -43,6 +43,34 @@ class ClientPlan:
     stream: int
 
 
+@dataclass(frozen=True)
+class Sampler:
+    """What a generated benchmark's samples are: drawn by ``make_sample``, decoded from the cache
+    with ``scene_from_dict``, gathered into a ``factory`` benchmark.
+
+    Attributes:
+        factory: Benchmark class, called with ``(name, public, clients)``.
+        make_sample: ``make_sample(spec, seed, stream, index, image_size, split)``.
+        public: Spec of the public split (stream 0).
+        scene_from_dict: Rebuilds a sample's scene record from the cache.
+    """
+
+    factory: Callable[[str, list[Sample], list[ClientData]], Benchmark]
+    make_sample: MakeSample
+    public: Any
+    scene_from_dict: Callable[[dict], Any]
+
+
+def plans_in_order(
+    specs: Sequence[Any], task: Callable[[Any], str], modality: Callable[[Any], str]
+) -> tuple[ClientPlan, ...]:
+    """One client per spec (id ``spec.name``), with streams 1 + 2k and 2 + 2k in spec order."""
+    return tuple(
+        ClientPlan(spec, spec.name, task(spec), modality(spec), 1 + 2 * k)
+        for k, spec in enumerate(specs)
+    )
+
+
 def weighted_index(rng: np.random.Generator, weights: Sequence[float] | np.ndarray) -> int:
     """An index drawn with probability proportional to ``weights``."""
     p = np.asarray(weights, dtype=float)
@@ -77,30 +105,23 @@ def generate_client(
 
 
 def generate(
-    factory: Callable[[str, list[Sample], list[ClientData]], Benchmark],
-    name: str,
-    make: MakeSample,
-    public: Any,
-    plans: Sequence[ClientPlan],
-    args: dict[str, Any],
+    sampler: Sampler, name: str, plans: Sequence[ClientPlan], args: dict[str, Any]
 ) -> tuple[Any, np.ndarray]:
     """Generate a benchmark in memory; its images end up as views of one stacked array.
 
     Args:
-        factory: Benchmark class, called with ``(name, public, clients)``.
+        sampler: How the samples are drawn and gathered.
         name: Benchmark name.
-        make: The generator's sample maker.
-        public: Spec of the public split (stream 0).
         plans: The clients, in order.
         args: :func:`generator_args` (seed, image size, split sizes; extra keys are ignored).
     """
-    seed, size = args["seed"], args["image_size"]
-    samples = draw(make, public, seed, 0, args["public_size"], size, "public")
+    make, seed, size = sampler.make_sample, args["seed"], args["image_size"]
+    samples = draw(make, sampler.public, seed, 0, args["public_size"], size, "public")
     clients = [
         generate_client(make, p, seed, (args["train_sizes"][p.client_id], args["test_size"]), size)
         for p in plans
     ]
-    bench = factory(name, samples, clients)
+    bench = sampler.factory(name, samples, clients)
     return bench, stack_images(bench, size)
 
 
@@ -178,10 +199,7 @@ class Generator:
     Attributes:
         name: Benchmark name, also the cache's first directory level.
         version: Generator version in the cache key: bump it whenever generated content changes.
-        factory: Benchmark class, called with ``(name, public, clients)``.
-        make_sample: ``make_sample(spec, seed, stream, index, image_size, split)``.
-        public: Spec of the public split (stream 0).
-        scene_from_dict: Rebuilds a sample's scene record from the cache.
+        sampler: What its samples are.
         clients: The client plans, given the load's arguments (generator arguments + options).
         default_sizes: Train size per client id or task, where ``train_sizes`` does not say.
         options: Checks the generator's own keyword options and returns them as the cache key
@@ -190,10 +208,7 @@ class Generator:
 
     name: str
     version: int
-    factory: Callable[[str, list[Sample], list[ClientData]], Benchmark]
-    make_sample: MakeSample
-    public: Any
-    scene_from_dict: Callable[[dict], Any]
+    sampler: Sampler
     clients: Callable[[dict[str, Any]], Sequence[ClientPlan]]
     default_sizes: Mapping[str, int]
     options: Callable[..., dict[str, Any]] = no_options
@@ -247,14 +262,13 @@ class Generator:
 
     def build(self, args: dict[str, Any]) -> tuple[Any, np.ndarray]:
         """Generate the benchmark of ``args`` in memory (see :func:`generate`)."""
-        plans = self.clients(args)
-        return generate(self.factory, self.name, self.make_sample, self.public, plans, args)
+        return generate(self.sampler, self.name, self.clients(args), args)
 
     def from_payload(self, payload: dict[str, Any], images: np.ndarray) -> Any:
         """Invert :func:`to_payload`; raises ``KeyError``/``IndexError``/``TypeError`` on damage."""
 
         def decode(samples: list[dict[str, Any]]) -> list[Sample]:
-            return [cache.decode_sample(d, images, self.scene_from_dict) for d in samples]
+            return [cache.decode_sample(d, images, self.sampler.scene_from_dict) for d in samples]
 
         clients = [
             ClientData(
@@ -262,7 +276,7 @@ class Generator:
             )
             for c in payload["clients"]
         ]
-        return self.factory(payload["name"], decode(payload["public"]), clients)
+        return self.sampler.factory(payload["name"], decode(payload["public"]), clients)
 
 
 def finish_synthetic(bench: Benchmark, partition: Any) -> Any:

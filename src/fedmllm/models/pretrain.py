@@ -19,9 +19,9 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -30,13 +30,14 @@ from transformers.utils import logging as hf_logging
 
 from fedmllm.data.schema import Sample
 from fedmllm.models.progress import ProgressLog, progress_bar
+from fedmllm.models.settings import Settings
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Settings):
     """Pretraining hyper-parameters.
 
     Attributes:
@@ -59,21 +60,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | PretrainConfig | None) -> PretrainConfig:
-        """A config from a (Hydra) mapping, rejecting unknown keys by name."""
-        if isinstance(values, PretrainConfig):
-            return values
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for hashing and manifests)."""
-        return asdict(self)
+    section: ClassVar[str] = "pretrain"
 
 
 @dataclass

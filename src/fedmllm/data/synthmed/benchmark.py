@@ -175,19 +175,10 @@ def make_sample(
 
 
 # Streams: 0 public, then two per client (train, test) in the order of CLIENTS.
-PLANS = tuple(
-    synthetic.ClientPlan(spec, spec.name, spec.name, spec.modality_tag, 1 + 2 * k)
-    for k, spec in enumerate(CLIENTS)
-)
+SAMPLER = synthetic.Sampler(SynthBenchmark, make_sample, PUBLIC, Scene.from_dict)
+PLANS = synthetic.plans_in_order(CLIENTS, lambda spec: spec.name, lambda spec: spec.modality_tag)
 FEDMED_SYNTH = synthetic.Generator(
-    name=NAME,
-    version=cache.GENERATOR_VERSION,
-    factory=SynthBenchmark,
-    make_sample=make_sample,
-    public=PUBLIC,
-    scene_from_dict=Scene.from_dict,
-    clients=lambda _args: PLANS,
-    default_sizes=DEFAULT_TRAIN_SIZES,
+    NAME, cache.GENERATOR_VERSION, SAMPLER, lambda _args: PLANS, DEFAULT_TRAIN_SIZES
 )
 # The loader (``configs/benchmark/fedmed_synth.yaml``); ``train_sizes`` is keyed by task.
 load_fedmed_synth = FEDMED_SYNTH.load

@@ -69,26 +69,25 @@ def text_client(seed: int, train_size: int, test_size: int) -> ClientData:
 def load_crossmodal_text_synth(
     cache_dir: str | Path | None = "data",
     seed: int = 0,
-    image_size: int = 32,
-    public_size: int = 4000,
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
     modalities: list[str] | tuple[str, ...] = (*MODALITIES, TEXT),
     partition: dict[str, Any] | None = None,
+    **images: Any,
 ) -> SynthBenchmark:
     """``crossmodal_synth``'s image clients plus the text-only client.
 
     Args:
         cache_dir: Cache root of the image clients (see ``load_crossmodal_synth``).
-        seed: Non-negative seed.
-        image_size: Image side of the image clients.
-        public_size: Public pretraining split size (``fedmed_synth``'s split).
+        seed: Non-negative seed, of the image clients and of the text client.
         train_sizes: Per task (``vqa`` applies to every client) or per client id
             (``ct``, ..., ``text``); default 300.
         test_size: Test samples per client.
         modalities: Client modalities; ``text`` is the text-only client, the others are
             imaging modalities (at least one).
         partition: Optional re-partition of the image clients; the text client is kept whole.
+        **images: The image clients' ``image_size`` and ``public_size`` (the public split is
+            ``fedmed_synth``'s), as ``load_crossmodal_synth`` takes them.
 
     Returns:
         The benchmark named ``crossmodal_text_synth``; the text client comes last.
@@ -102,13 +101,12 @@ def load_crossmodal_text_synth(
     sizes = resolve_sizes(train_sizes, [(m, "vqa") for m in mods], {"vqa": DEFAULT_TRAIN_SIZE})
     bench = load_crossmodal_synth(
         cache_dir,
-        seed,
-        image_size,
-        public_size,
-        {m: sizes[m] for m in image_mods},
-        test_size,
-        partition,
+        seed=seed,
+        train_sizes={m: sizes[m] for m in image_mods},
+        test_size=test_size,
+        partition=partition,
         modalities=image_mods,
+        **images,
     )
     clients = list(bench.clients)
     if TEXT in mods:

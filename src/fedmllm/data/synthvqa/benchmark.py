@@ -161,20 +161,9 @@ def make_sample(spec: Spec, seed: int, stream: int, index: int, size: int, split
 
 
 # Streams: 0 public, then two per client (train, test) in the order of CLIENTS.
-PLANS = tuple(
-    synthetic.ClientPlan(spec, spec.name, "vqa", next(iter(spec.styles)), 1 + 2 * k)
-    for k, spec in enumerate(CLIENTS)
-)
-FEDVQA_SYNTH = synthetic.Generator(
-    name=NAME,
-    version=VERSION,
-    factory=FedVqaSynth,
-    make_sample=make_sample,
-    public=PUBLIC,
-    scene_from_dict=Scene.from_dict,
-    clients=lambda _args: PLANS,
-    default_sizes=DEFAULT_TRAIN_SIZES,
-)
+SAMPLER = synthetic.Sampler(FedVqaSynth, make_sample, PUBLIC, Scene.from_dict)
+PLANS = synthetic.plans_in_order(CLIENTS, lambda _spec: "vqa", lambda spec: next(iter(spec.styles)))
+FEDVQA_SYNTH = synthetic.Generator(NAME, VERSION, SAMPLER, lambda _args: PLANS, DEFAULT_TRAIN_SIZES)
 # The loader (``configs/benchmark/fedvqa_synth.yaml``): ``train_sizes`` keyed by client id
 # (``aqua``, ``gqa``, ``vizwiz``, ``abstract``, ``cocoqa``) or by task (``vqa``: every client),
 # default Table 6 of Fed-MoLE divided by ten. ``ClientData.modality`` and ``Sample.modality``
