@@ -90,7 +90,9 @@ def sample_id(split_name: str, split: str, index: int) -> str:
     return f"public/{index:06d}" if split == "public" else f"{split_name}/{split}/{index:06d}"
 
 
-def draw(make: MakeSample, spec: Any, seed: int, stream: int, count: int, size: int, split: str):
+def draw(
+    make: MakeSample, spec: Any, seed: int, stream: int, count: int, size: int, split: str
+) -> list[Sample]:
     """Samples ``0..count-1`` of one stream."""
     return [make(spec, seed, stream, i, size, split) for i in range(count)]
 
