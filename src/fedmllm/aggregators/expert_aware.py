@@ -86,7 +86,7 @@ class ExpertAware(Aggregator):
 
     name = "expert_aware"
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
         out = dict(global_state)

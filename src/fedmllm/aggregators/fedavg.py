@@ -23,11 +23,9 @@ class FedAvg(Aggregator):
 
     name = "fedavg"
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        if not updates:
-            return dict(global_state)
         weights = client_weights([u.num_examples for u in updates], self.weighting)
         return zero_padded_mean([u.state for u in updates], weights)
 
@@ -37,7 +35,7 @@ class NoAggregation(Aggregator):
 
     name = "none"
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
         return dict(global_state)
