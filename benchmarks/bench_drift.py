@@ -9,7 +9,7 @@ of the report: ≈ 2–5 s for fedmed_synth's three clients on this CPU).
 Sizes: ``tiny`` = the default fedmed_synth LoRA (36,864 parameters, r=8 on q,k,v,up,down);
 ``llava7b`` = r=8 on q,k,v,up,down of a 32-layer 4096/11008 LLaMA (14.0 M parameters).
 
-    python benchmarks/bench_drift.py [--repeats 5] [--clients 3 10]
+    python benchmarks/bench_drift.py [--repeats 5] [--clients 3 10] [--quick]
 """
 
 from __future__ import annotations
@@ -20,8 +20,12 @@ import statistics
 import time
 
 import torch
+from _common import parse_args
 
 from fedmllm.federation.drift import drift_stats
+
+# One layer of the LLaVA-7B-sized adapter instead of 32: the same shapes, 1/32 of the work.
+QUICK = {"repeats": 1, "llava_layers": 1}
 
 
 def lora_shapes(layers: int, hidden: int, inter: int, r: int) -> dict[str, tuple[int, int]]:
@@ -39,9 +43,6 @@ def lora_shapes(layers: int, hidden: int, inter: int, r: int) -> dict[str, tuple
             shapes[f"{key}.lora_A.weight"] = (r, fan_in)
             shapes[f"{key}.lora_B.weight"] = (fan_out, r)
     return shapes
-
-
-SIZES = {"tiny": lora_shapes(3, 128, 256, 8), "llava7b": lora_shapes(32, 4096, 11008, 8)}
 
 
 def measure(shapes: dict[str, tuple[int, int]], k: int, repeats: int) -> dict[str, float]:
@@ -66,13 +67,19 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--clients", type=int, nargs="+", default=[3, 10])
     p.add_argument("--threads", type=int, default=1)
-    args = p.parse_args()
+    p.add_argument("--llava-layers", type=int, default=32, help="layers of the llava7b size")
+    args = parse_args(p, QUICK)
     torch.set_num_threads(args.threads)
-    out = {
+    sizes = {
+        "tiny": lora_shapes(3, 128, 256, 8),
+        "llava7b": lora_shapes(args.llava_layers, 4096, 11008, 8),
+    }
+    out: dict = {
         f"{name}_k{k}": measure(shapes, k, args.repeats if name == "tiny" else 1)
-        for name, shapes in SIZES.items()
+        for name, shapes in sizes.items()
         for k in args.clients
     }
+    out["quick"] = args.quick
     print(json.dumps(out))
 
 

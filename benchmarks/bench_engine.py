@@ -7,7 +7,7 @@ Prints one JSON line:
                      training steps of the same model (no evaluation), median of repeats,
                      both measured in this process, interleaved.
 
-    python benchmarks/bench_engine.py [--model tiny_vlm_base] [--repeats 5]
+    python benchmarks/bench_engine.py [--model tiny_vlm_base] [--repeats 5] [--quick]
 """
 
 from __future__ import annotations
@@ -24,40 +24,21 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
+from _common import TARGETS, parse_args, random_engine, synth_benchmark
 
 from fedmllm.aggregators import FedAvg
-from fedmllm.configs import CONFIG_DIR
-from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
-from fedmllm.federation import FederationConfig, Simulator
-from fedmllm.federation.simulator import Client
+from fedmllm.federation import Client, FederationConfig, Simulator
 from fedmllm.methods import LoRAMethod
-from fedmllm.models import build_tiny_vlm
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+QUICK = {"model": "tiny_vlm", "steps": 1, "batch_size": 1, "clients": 2, "repeats": 1, "threads": 1}
 
 
 def _setup(model: str, num_clients: int, steps: int, batch_size: int, cache: Path):
     """Engine (random init: no pretraining needed to measure cost), method and K clients."""
-    torch.set_num_threads(2)
     L.seed_everything(0, verbose=False)
     per_client = batch_size * steps
-    bench = load_fedmed_synth(
-        cache,
-        seed=0,
-        public_size=num_clients * per_client,
-        train_sizes={"vqa": 8, "report": 8, "detection": 8},
-        test_size=4,
-    )
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
-    engine = build_tiny_vlm(
-        cache,
-        bench.public,
-        vocabulary(),
-        config=model_cfg["config"],
-        pretrain={"steps": 0},
-        progress=False,
-    )
+    bench = synth_benchmark(cache, public_size=num_clients * per_client, test_size=4)
+    engine = random_engine(model, bench.public, cache)
     method = LoRAMethod(engine, TARGETS, r=8, alpha=16, dropout=0.05)
     clients = [
         Client(f"c{k}", s.task, bench.public[k * per_client : (k + 1) * per_client], [])
@@ -71,8 +52,9 @@ def _setup(model: str, num_clients: int, steps: int, batch_size: int, cache: Pat
     return sim, fabric, method, engine, clients
 
 
-def child_rss(model: str, num_clients: int, steps: int, batch_size: int) -> float:
+def child_rss(model: str, num_clients: int, steps: int, batch_size: int, threads: int) -> float:
     """Peak RSS (MB) of one process that runs a one-round federation of ``num_clients``."""
+    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         sim, *_ = _setup(model, num_clients, steps, batch_size, Path(tmp))
         sim.run_round()
@@ -120,11 +102,13 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--clients", type=int, default=8, help="K for the overhead measurement")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads")
     ap.add_argument("--child-rss", type=int, default=0, help=argparse.SUPPRESS)
-    args = ap.parse_args()
+    args = parse_args(ap, QUICK)
     if args.child_rss:
-        print(child_rss(args.model, args.child_rss, args.steps, args.batch_size))
+        print(child_rss(args.model, args.child_rss, args.steps, args.batch_size, args.threads))
         return
+    torch.set_num_threads(args.threads)
     rss = {}
     for k in (2, 32):
         cmd = [
@@ -136,6 +120,8 @@ def main() -> None:
             str(args.steps),
             "--batch-size",
             str(args.batch_size),
+            "--threads",
+            str(args.threads),
             "--child-rss",
             str(k),
         ]
@@ -157,6 +143,8 @@ def main() -> None:
                 "plain_steps_s": round(out["plain_steps_s"], 3),
                 "overhead_ratio": round(out["overhead_ratio"], 4),
                 "repeats": args.repeats,
+                "threads": args.threads,
+                "quick": args.quick,
             }
         )
     )

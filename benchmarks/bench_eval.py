@@ -16,7 +16,7 @@ many small ops of one-by-one decoding wait at barriers, which inflates the ratio
 that way against 3.6x with one thread, same machine and hour); one thread is the conservative
 measurement. ``--threads 2`` on an idle 2-core machine measures the lab laptop's setting.
 
-    python benchmarks/bench_eval.py [--model tiny_vlm_base] [--task report] [--repeats 3]
+    python benchmarks/bench_eval.py [--model tiny_vlm_base] [--task report] [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -31,36 +31,19 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
+from _common import TARGETS, parse_args, random_engine, synth_benchmark
 
-from fedmllm.configs import CONFIG_DIR
-from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
 from fedmllm.federation.evaluation import generate_all
 from fedmllm.methods import LoRAMethod
-from fedmllm.models import build_tiny_vlm
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "up_proj", "down_proj"]
+QUICK = {"model": "tiny_vlm", "num_samples": 4, "batch_size": 2, "max_new_tokens": 4, "repeats": 1}
 
 
 def _setup(model: str, task: str, num_samples: int, cache: Path) -> tuple[Any, list[Any]]:
     """A LoRA method on a randomly initialised engine and ``num_samples`` test samples."""
     L.seed_everything(0, verbose=False)
-    bench = load_fedmed_synth(
-        cache,
-        seed=0,
-        public_size=64,
-        train_sizes={"vqa": 8, "report": 8, "detection": 8},
-        test_size=num_samples,
-    )
-    model_cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
-    engine = build_tiny_vlm(
-        cache,
-        bench.public,
-        vocabulary(),
-        config=model_cfg["config"],
-        pretrain={"steps": 0},
-        progress=False,
-    )
+    bench = synth_benchmark(cache, public_size=64, test_size=num_samples)
+    engine = random_engine(model, bench.public, cache)
     method = LoRAMethod(engine, TARGETS, r=8, alpha=16, dropout=0.05)
     method.eval()
     samples = next(c.test for c in bench.clients if c.task == task)
@@ -85,7 +68,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
+    args = parse_args(ap, QUICK)
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         method, samples = _setup(args.model, args.task, args.num_samples, Path(tmp))
@@ -114,6 +97,7 @@ def main() -> None:
                 "single_samples_per_s": round(single_rate, 3),
                 "batched_speedup": round(batched_rate / single_rate, 3),
                 "same_predictions": same,
+                "quick": args.quick,
             }
         )
     )

@@ -15,7 +15,7 @@ ratios use wall time (noisy when the machine is shared).
 A Fed-MoLE step here is its real local step: half the steps of a block train the routed
 experts and routers (phase 1), half the shared parts (phase 2).
 
-    python benchmarks/bench_mole.py [--repeats 5] [--steps 2] [--batch-size 8] [--joint]
+    python benchmarks/bench_mole.py [--repeats 5] [--steps 2] [--batch-size 8] [--joint] [--quick]
 """
 
 from __future__ import annotations
@@ -31,39 +31,28 @@ from typing import Any
 
 import lightning as L
 import torch
-from omegaconf import OmegaConf
+from _common import parse_args, random_engine, synth_benchmark
 
-from fedmllm.configs import CONFIG_DIR
-from fedmllm.data.synthmed import load_fedmed_synth, vocabulary
 from fedmllm.methods import LoRAMethod, MoLEMethod
-from fedmllm.models import build_tiny_vlm
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj"]
-
-
-def _engine(model: str, public: list, cache: Path) -> Any:
-    cfg = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / "model" / f"{model}.yaml"))
-    return build_tiny_vlm(
-        cache, public, vocabulary(), config=cfg["config"], pretrain={"steps": 0}, progress=False
-    )
+QUICK = {"model": "tiny_vlm", "repeats": 1, "steps": 1, "batch_size": 2}
 
 
 def build_variants(model: str, cache: Path, joint: bool) -> tuple[dict[str, Any], list]:
     """One method per variant, each on its own engine with identical base weights."""
-    bench = load_fedmed_synth(
-        cache, seed=0, public_size=64, train_sizes={"vqa": 8, "report": 8, "detection": 8}
-    )
+    bench = synth_benchmark(cache, public_size=64)
     common = {"r": 8, "alpha": 16, "dropout": 0.05}
 
     def mole(n: int, ada: bool) -> MoLEMethod:
-        engine = _engine(model, bench.public, cache)
+        engine = random_engine(model, bench.public, cache)
         return MoLEMethod(
             engine, ["up_proj"], LORA_TARGETS, num_experts=n, top_k=2, ada=ada, **common
         )
 
     variants = {
         "lora": LoRAMethod(
-            _engine(model, bench.public, cache), [*LORA_TARGETS, "up_proj"], **common
+            random_engine(model, bench.public, cache), [*LORA_TARGETS, "up_proj"], **common
         ),
         "mole_n8": mole(8, True),
         "mole_n2": mole(2, True),
@@ -84,7 +73,7 @@ def time_steps(
 
 
 def measure(
-    model: str, repeats: int, steps: int, batch_size: int, threads: int, joint: bool
+    model: str, repeats: int, steps: int, batch_size: int, threads: int, joint: bool, quick: bool
 ) -> dict:
     torch.set_num_threads(threads)
     L.seed_everything(0, verbose=False)
@@ -115,6 +104,7 @@ def measure(
         "steps_per_repeat": steps,
         "repeats": repeats,
         "threads": threads,
+        "quick": quick,
         "step_cpu_ms": {k: round(1000 * v, 1) for k, v in med_cpu.items()},
         "step_wall_ms": {k: round(1000 * v, 1) for k, v in med_wall.items()},
     }
@@ -138,8 +128,10 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: CPU time = work)")
     ap.add_argument("--joint", action="store_true", help="also time V1 (joint) steps")
-    args = ap.parse_args()
-    out = measure(args.model, args.repeats, args.steps, args.batch_size, args.threads, args.joint)
+    args = parse_args(ap, QUICK)
+    out = measure(
+        args.model, args.repeats, args.steps, args.batch_size, args.threads, args.joint, args.quick
+    )
     print(json.dumps(out))
 
 

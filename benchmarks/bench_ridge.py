@@ -23,6 +23,7 @@ parallel region, which distorts both routes by amounts that depend on the load; 
 ``--threads 2`` on an idle two-core machine to time both with two.
 
     python benchmarks/bench_ridge.py [--d 4096] [--r 8] [--k 10] [--repeats 9] [--threads 1]
+    python benchmarks/bench_ridge.py --quick   # seconds; checks that it runs, measures nothing
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import time
 from pathlib import Path
 
 import torch
+from _common import parse_args
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
@@ -43,6 +45,7 @@ from torch.utils._pytree import tree_leaves
 from fedmllm.aggregators.lowrank import ridge_factors
 
 MB = 2**20
+QUICK = {"d": 64, "k": 3, "repeats": 1}
 
 
 def make_inputs(d: int, r: int, k: int, dtype: torch.dtype = torch.float32, seed: int = 0):
@@ -191,7 +194,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--child-rss", choices=["ours", "dense"], default=None, help=argparse.SUPPRESS)
-    args = p.parse_args()
+    args = parse_args(p, QUICK)
     if args.child_rss:
         print(child_rss(args.child_rss, args.d, args.r, args.k, args.threads))
         return
@@ -221,6 +224,7 @@ def main() -> None:
         "peak_extra_rss_mb": _rss_in_child("ours", args),
         "dense_peak_extra_rss_mb": _rss_in_child("dense", args),
         "one_dense_matrix_mb": args.d * args.d * 4 / MB,
+        "quick": args.quick,
     }
     print(json.dumps(result))
 

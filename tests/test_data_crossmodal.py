@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmllm.data import synthetic
 from fedmllm.data.synthmed import TOKEN_RE, load_fedmed_synth, vocabulary
-from fedmllm.data.synthmed import crossmodal as cm
 from fedmllm.data.synthmed.crossmodal import load_crossmodal_synth
 
 SMALL = {"public_size": 40, "train_sizes": {"vqa": 40}, "test_size": 10}
@@ -101,7 +101,7 @@ def test_cache_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(cm, "build", fail)
+    monkeypatch.setattr(synthetic, "generate", fail)  # every generated benchmark's builder
     # Execute
     cached = load_crossmodal_synth(tmp_path, seed=1, **SMALL)
     # Assert

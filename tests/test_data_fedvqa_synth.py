@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from fedmllm.data import synthetic
 from fedmllm.data.synthmed import TOKEN_RE
 from fedmllm.data.synthvqa import COLORS, load_fedvqa_synth
-from fedmllm.data.synthvqa import benchmark as vqa_module
 
 NUMBER = {"zero": 0, "one": 1, "two": 2, "three": 3}
 SIZES = {"vqa": 120}
@@ -212,7 +212,7 @@ def test_cache_round_trip_and_seeds(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(vqa_module, "build", fail)
+    monkeypatch.setattr(synthetic, "generate", fail)  # every generated benchmark's builder
     # Execute
     cached = load_fedvqa_synth(tmp_path, seed=3, **small)
     # Assert

@@ -61,7 +61,7 @@ def test_the_rule_runs_and_is_named_by_its_class(walkthrough):
     results = json.loads((rule_run / "results.json").read_text())
     assert results["method"] == "fedavgm"
     assert (results["display_name"], results["method_group"]) == ("FedAvgM", "Global")
-    assert results["aggregator"]["aggregator"] == "fedavgm"
+    assert results["aggregator"] == {"aggregator": "fedavgm", "weighting": "samples", "beta": 0.9}
     assert results["comm"]["up_bytes"] > 0
 
 

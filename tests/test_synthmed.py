@@ -14,6 +14,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from fedmllm.configs import CONFIG_DIR
+from fedmllm.data import synthetic
 from fedmllm.data.schema import Sample
 from fedmllm.data.synthmed import (
     TOKEN_RE,
@@ -22,7 +23,6 @@ from fedmllm.data.synthmed import (
     load_fedmed_synth,
     vocabulary,
 )
-from fedmllm.data.synthmed import benchmark as bench_module
 from fedmllm.data.synthmed.report import report_text
 
 SMALL = {
@@ -112,7 +112,7 @@ def test_cache_round_trip_is_exact(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     def fail(*args: object, **kwargs: object) -> None:
         raise AssertionError("the second load must come from the cache")
 
-    monkeypatch.setattr(bench_module, "build", fail)
+    monkeypatch.setattr(synthetic, "generate", fail)  # every generated benchmark's builder
     # Execute
     cached = load_fedmed_synth(tmp_path, seed=4, **SMALL)
     # Assert
@@ -351,7 +351,7 @@ def test_hydra_config_instantiates(tmp_path: Path) -> None:
 
 
 def test_unknown_train_size_key_is_rejected() -> None:
-    with pytest.raises(ValueError, match="unknown task"):
+    with pytest.raises(ValueError, match="unknown key"):
         load_fedmed_synth(None, train_sizes={"segmentation": 3})
 
 

@@ -22,6 +22,7 @@ from fedmllm import compat
 from fedmllm.configs import CONFIG_DIR
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.config import Client
+from fedmllm.utils.threads import resolve_threads
 
 
 def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
@@ -88,7 +89,7 @@ class Components:
 
 def build_components(cfg: DictConfig) -> Components:
     """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
-    torch.set_num_threads(int(cfg.get("threads", 2)))
+    torch.set_num_threads(resolve_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, verbose=False)
     benchmark = instantiate(cfg.benchmark)
     # Live objects go in through partials: Hydra would try to turn them into config nodes.

@@ -8,7 +8,15 @@ from typing import Any
 import torch
 
 from fedmllm import compat
-from fedmllm.aggregators.functional import lora_pairs, resize_rank
+from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+    PairedRound,
+    lora_pairs,
+    pair_ranks,
+    paired_round,
+    resize_rank,
+)
 from fedmllm.lora.rank import lora_scaling
 from fedmllm.types import AdapterState, ClientUpdate
 
@@ -16,8 +24,12 @@ from fedmllm.types import AdapterState, ClientUpdate
 class Aggregator:
     """A server rule over the shared keys.
 
-    Subclasses implement :meth:`aggregate`; stateful rules (server optimisers, control
-    variates) override :meth:`state_dict`/:meth:`load_state_dict` so checkpoints carry them.
+    Subclasses implement :meth:`combine` (a round with at least one update; :meth:`aggregate`
+    handles the empty round) and list their settings in :attr:`hyperparameters`; stateful
+    rules (server optimisers, control variates) override :meth:`state_dict` /
+    :meth:`load_state_dict` so checkpoints carry them. What a round yields besides the global
+    state goes to ``self._base_updates`` (:meth:`base_weight_updates`) and ``self._stats``
+    (:meth:`round_stats`), both emptied at the start of every round.
 
     Args:
         weighting: ``"samples"`` (by n_k, the default) or ``"uniform"``.
@@ -32,16 +44,33 @@ class Aggregator:
     """The name of a run named after this rule in report tables (``FedAdam``)."""
     report_group: str | None = None
     """The report's row block of such a run (``Global``, ``Personalised``, ...)."""
+    # Attributes :meth:`describe` reports; each class lists its own (the base classes' come first).
+    hyperparameters: tuple[str, ...] = ("weighting",)
 
     def __init__(self, weighting: str = "samples") -> None:
         if weighting not in ("samples", "uniform"):
             raise ValueError(f"weighting must be 'samples' or 'uniform', got {weighting!r}")
         self.weighting = weighting
+        self._base_updates: AdapterState = {}
+        self._stats: dict[str, float] = {}
 
     def aggregate(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        """Return the new global shared state from this round's client updates."""
+        """Return the new global shared state from this round's client updates.
+
+        A round in which no update arrived keeps the global state and leaves the rule's own
+        state (moments, control variates) untouched.
+        """
+        self._base_updates, self._stats = {}, {}
+        if not updates:
+            return dict(global_state)
+        return self.combine(global_state, updates, round_idx)
+
+    def combine(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        """The rule itself: the new global state from a non-empty round's updates."""
         raise NotImplementedError
 
     def broadcast_extras(self) -> AdapterState:
@@ -57,7 +86,7 @@ class Aggregator:
         Keys are ``<module path>.base_layer.weight``; every client shares the new base
         (FedEx-LoRA's residual, FRLoRA's base refresh). Empty for most rules.
         """
-        return {}
+        return dict(self._base_updates)
 
     def for_client(self, global_state: AdapterState, rank: int) -> AdapterState:
         """What a client of LoRA rank ``rank`` loads from a global state of rank r_max.
@@ -93,7 +122,7 @@ class Aggregator:
 
     def round_stats(self) -> dict[str, float]:
         """Plain scalars about the last :meth:`aggregate` (e.g. condition numbers) to log."""
-        return {}
+        return dict(self._stats)
 
     def state_dict(self) -> dict[str, Any]:
         """Server-side state to checkpoint (empty for stateless rules)."""
@@ -105,8 +134,10 @@ class Aggregator:
             raise KeyError(f"{type(self).__name__} keeps no state but got keys {sorted(state)}")
 
     def describe(self) -> dict[str, Any]:
-        """Plain facts logged with the run (which rule, which weighting)."""
-        return {"aggregator": self.name, "weighting": self.weighting}
+        """Plain facts logged with the run: the rule's name and its :attr:`hyperparameters`."""
+        mro = reversed(type(self).__mro__)
+        names = dict.fromkeys(n for cls in mro for n in vars(cls).get("hyperparameters", ()))
+        return {"aggregator": self.name, **{n: getattr(self, n) for n in names}}
 
 
 class ScaledRule(Aggregator):
@@ -122,6 +153,8 @@ class ScaledRule(Aggregator):
         use_rslora: Whether the clients use rank-stabilised scaling.
     """
 
+    hyperparameters = ("alpha", "use_rslora")
+
     def __init__(
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
     ) -> None:
@@ -135,5 +168,37 @@ class ScaledRule(Aggregator):
         """``s(rank)`` of this rule's clients."""
         return lora_scaling(self.alpha, rank, self.use_rslora)
 
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "alpha": self.alpha, "use_rslora": self.use_rslora}
+
+class PairedRule(ScaledRule):
+    """A rule that combines each LoRA pair of a round as a whole (FedEx-LoRA, FRLoRA, FlexLoRA,
+    FedA²-LoRA); keys outside a pair get the weighted mean.
+
+    :meth:`combine` checks each pair's shapes, hands the clients' factors to
+    :meth:`combine_pair` and stores the new pair in the clients' dtype; :meth:`prepare` runs
+    before the first pair and :meth:`finish` after the last.
+    """
+
+    def combine(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        rnd = paired_round(updates, self.weighting)
+        self.prepare(rnd, global_state, round_idx)
+        for prefix, (a_key, b_key) in rnd.pairs.items():
+            ranks = pair_ranks(rnd.states, a_key, b_key)  # first: it names a missing key
+            a_list = [s[a_key] for s in rnd.states]
+            b_list = [s[b_key] for s in rnd.states]
+            pair = LoRAPair(prefix, a_key, b_key, a_list, b_list, ranks)
+            a, b = self.combine_pair(pair, rnd.weights)
+            rnd.out[a_key], rnd.out[b_key] = a.to(a_list[0].dtype), b.to(b_list[0].dtype)
+        self.finish(round_idx)
+        return {k: rnd.out[k] for k in rnd.keys}
+
+    def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
+        """Before the first pair of a round (nothing by default)."""
+
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
+        """The new ``(A, B)`` of ``pair`` from the clients' factors and aggregation weights."""
+        raise NotImplementedError
+
+    def finish(self, round_idx: int) -> None:
+        """After the last pair of a round (nothing by default)."""

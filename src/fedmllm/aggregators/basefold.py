@@ -8,24 +8,24 @@ base, and counts them as down-link traffic. Both need one LoRA rank across clien
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from fedmllm import compat
-from fedmllm.aggregators.base import ScaledRule
+from fedmllm.aggregators.base import PairedRule
 from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+    PairedRound,
     base_weight_key,
-    pair_ranks,
-    paired_round,
     require_equal_ranks,
 )
 from fedmllm.aggregators.lowrank import fedex_residual, frlora_base_delta, pair_means
-from fedmllm.types import AdapterState, ClientUpdate
+from fedmllm.types import AdapterState
 
 
-class FedExLoRA(ScaledRule):
+class FedExLoRA(PairedRule):
     """FedEx-LoRA: ``Ā``, ``B̄`` go back as the global adapter; ``W0 += s·(mean(B_k A_k) − B̄Ā)``.
 
     The dense residual of every pair is exposed by :meth:`base_weight_updates` (float32,
@@ -43,36 +43,15 @@ class FedExLoRA(ScaledRule):
     report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS})
 
-    def __init__(
-        self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
-    ) -> None:
-        super().__init__(weighting, alpha, use_rslora)
-        self._base_updates: AdapterState = {}
-
-    def aggregate(
-        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
-    ) -> AdapterState:
-        self._base_updates = {}
-        if not updates:
-            return dict(global_state)
-        rnd = paired_round(updates, self.weighting)
-        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
+        require_equal_ranks(self.name, pair.prefix + "lora_*", pair.ranks)
         w = [float(x) for x in weights]
-        for prefix, (a_key, b_key) in pairs.items():
-            ranks = pair_ranks(states, a_key, b_key)
-            require_equal_ranks(self.name, prefix + "lora_*", ranks)
-            a, b, res = fedex_residual(
-                [s[a_key] for s in states], [s[b_key] for s in states], w, self.scaling(ranks[0])
-            )
-            out[a_key], out[b_key] = a.to(states[0][a_key].dtype), b.to(states[0][b_key].dtype)
-            self._base_updates[base_weight_key(prefix)] = res.to(torch.float32)
-        return {k: out[k] for k in keys}
-
-    def base_weight_updates(self) -> AdapterState:
-        return dict(self._base_updates)
+        a, b, res = fedex_residual(pair.a, pair.b, w, self.scaling(pair.ranks[0]))
+        self._base_updates[base_weight_key(pair.prefix)] = res.to(torch.float32)
+        return a, b
 
 
-class FRLoRA(ScaledRule):
+class FRLoRA(PairedRule):
     """FRLoRA: ``W_base += s(B̄Ā − B0A0)``; the global LoRA returned is always (A0, B0).
 
     (A0, B0) is captured from the first global state this rule sees — the method's PiSSA
@@ -96,31 +75,19 @@ class FRLoRA(ScaledRule):
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False
     ) -> None:
         super().__init__(weighting, alpha, use_rslora)
-        self._base_updates: AdapterState = {}
         self.init_state: AdapterState = {}
 
-    def aggregate(
-        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
-    ) -> AdapterState:
-        self._base_updates = {}
-        if not updates:
-            return dict(global_state)
-        rnd = paired_round(updates, self.weighting)
-        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
-        self._capture_init(global_state, pairs)
-        for prefix, (a_key, b_key) in pairs.items():
-            ranks = pair_ranks(states, a_key, b_key)
-            a0, b0 = self.init_state[a_key], self.init_state[b_key]
-            require_equal_ranks(self.name, prefix + "lora_*", [*ranks, a0.shape[0]])
-            a, b = pair_means([s[a_key] for s in states], [s[b_key] for s in states], weights)
-            delta = frlora_base_delta(a, b, a0, b0, self.scaling(ranks[0]))
-            self._base_updates[base_weight_key(prefix)] = delta.to(torch.float32)
-            out[a_key], out[b_key] = a0.clone(), b0.clone()
-        return {k: out[k] for k in keys}
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
+        a0, b0 = self.init_state[pair.a_key], self.init_state[pair.b_key]
+        require_equal_ranks(self.name, pair.prefix + "lora_*", [*pair.ranks, a0.shape[0]])
+        a, b = pair_means(pair.a, pair.b, weights)
+        delta = frlora_base_delta(a, b, a0, b0, self.scaling(pair.ranks[0]))
+        self._base_updates[base_weight_key(pair.prefix)] = delta.to(torch.float32)
+        return a0.clone(), b0.clone()
 
-    def _capture_init(self, global_state: AdapterState, pairs: dict[str, tuple[str, str]]) -> None:
+    def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
         """Remember (A0, B0) of every pair the first time it is seen."""
-        for a_key, b_key in pairs.values():
+        for a_key, b_key in rnd.pairs.values():
             if a_key in self.init_state:
                 continue
             if a_key not in global_state or b_key not in global_state:
@@ -130,9 +97,6 @@ class FRLoRA(ScaledRule):
                 )
             self.init_state[a_key] = global_state[a_key].detach().clone()
             self.init_state[b_key] = global_state[b_key].detach().clone()
-
-    def base_weight_updates(self) -> AdapterState:
-        return dict(self._base_updates)
 
     def state_dict(self) -> dict[str, Any]:
         return {"init_state": {k: t.clone() for k, t in self.init_state.items()}}

@@ -93,7 +93,7 @@ class ExpertAware(Aggregator):
     report_group = "Other"
     provides = frozenset({compat.PARTIAL_UPDATES})
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
         out = dict(global_state)

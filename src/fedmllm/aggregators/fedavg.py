@@ -27,11 +27,9 @@ class FedAvg(Aggregator):
     report_group = "Global"
     provides = frozenset({compat.MIXED_RANKS})
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        if not updates:
-            return dict(global_state)
         weights = client_weights([u.num_examples for u in updates], self.weighting)
         return zero_padded_mean([u.state for u in updates], weights)
 
@@ -45,7 +43,7 @@ class NoAggregation(Aggregator):
     requires = frozenset({compat.PRIVATE_ONLY})
     provides = frozenset({compat.MIXED_RANKS})
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
         return dict(global_state)

@@ -54,6 +54,7 @@ class FedLEASE(Aggregator):
     report_group = "Personalised"
     requires = frozenset({compat.FEDLEASE})
     provides = frozenset({compat.FEDLEASE})
+    hyperparameters = ("warmup_rounds",)
 
     def __init__(
         self, warmup_rounds: int = 2, max_clusters: int = 4, weighting: str = "samples"
@@ -81,6 +82,7 @@ class FedLEASE(Aggregator):
     def aggregate(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
+        # All of aggregate, not combine: the round counter advances on an empty round too.
         self.next_round = round_idx + 1
         if self.num_clusters == 0:
             if round_idx < self.warmup_rounds - 1 or not updates:
@@ -148,7 +150,6 @@ class FedLEASE(Aggregator):
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
-            "warmup_rounds": self.warmup_rounds,
             "num_clusters": self.num_clusters,
             "assignment": dict(self.assignment),
             "silhouettes": {str(k): v for k, v in self.silhouettes.items()},

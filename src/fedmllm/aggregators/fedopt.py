@@ -10,7 +10,7 @@ correct, as in Flower and in Reddi et al.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -34,12 +34,13 @@ class FedOpt(Aggregator):
 
     ``Δ = weighted-mean(x_k) − x`` with x the global state handed in; m and v are kept in
     float64 per key and start at zero. LoRA ranks must be equal (the moments are per entry).
+    A hyper-parameter left ``None`` takes the rule's default (:attr:`defaults`).
 
     Args:
         weighting: ``"samples"`` or ``"uniform"``.
         eta: Server learning rate η.
         beta_1: First-moment decay.
-        beta_2: Second-moment decay (unused by Adagrad).
+        beta_2: Second-moment decay (Adagrad has none: 0).
         tau: Adaptivity floor τ.
         bias_correction: ``"none"``, ``"adam"`` (Kingma & Ba) or ``"flower"`` (Flower's
             FedAdam, whose exponent runs one step ahead); see :func:`step_size`.
@@ -47,36 +48,45 @@ class FedOpt(Aggregator):
 
     name = "fedopt"
     rule = "adam"
+    hyperparameters = ("eta", "beta_1", "beta_2", "tau", "bias_correction")
+    defaults: ClassVar[dict[str, Any]] = {
+        "eta": 0.1,
+        "beta_1": 0.9,
+        "beta_2": 0.99,
+        "tau": 1e-9,
+        "bias_correction": "none",
+    }
 
     def __init__(
         self,
         weighting: str = "samples",
-        eta: float = 0.1,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-9,
-        bias_correction: str = "none",
+        eta: float | None = None,
+        beta_1: float | None = None,
+        beta_2: float | None = None,
+        tau: float | None = None,
+        bias_correction: str | None = None,
     ) -> None:
         super().__init__(weighting)
-        if not eta > 0 or not tau >= 0:
-            raise ValueError(f"need eta > 0 and tau >= 0, got eta={eta}, tau={tau}")
-        if not (0.0 <= beta_1 < 1.0 and 0.0 <= beta_2 < 1.0):
-            raise ValueError(f"betas must lie in [0, 1), got ({beta_1}, {beta_2})")
-        if bias_correction not in BIAS_CORRECTIONS:
+        if self.rule == "adagrad" and beta_2:
+            raise ValueError(f"{self.name} keeps no second moment decay; got beta_2={beta_2}")
+        given = (eta, beta_1, beta_2, tau, bias_correction)
+        for key, value in zip(FedOpt.hyperparameters, given, strict=True):
+            setattr(self, key, self.defaults[key] if value is None else value)
+        if not self.eta > 0 or not self.tau >= 0:
+            raise ValueError(f"need eta > 0 and tau >= 0, got eta={self.eta}, tau={self.tau}")
+        if not (0.0 <= self.beta_1 < 1.0 and 0.0 <= self.beta_2 < 1.0):
+            raise ValueError(f"betas must lie in [0, 1), got ({self.beta_1}, {self.beta_2})")
+        if self.bias_correction not in BIAS_CORRECTIONS:
             raise ValueError(
-                f"bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}"
+                f"bias_correction must be one of {BIAS_CORRECTIONS}, got {self.bias_correction!r}"
             )
-        self.eta, self.beta_1, self.beta_2, self.tau = eta, beta_1, beta_2, tau
-        self.bias_correction = bias_correction
         self.step = 0
         self.m: dict[str, torch.Tensor] = {}
         self.v: dict[str, torch.Tensor] = {}
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        if not updates:  # no pseudo-gradient: no step, the moments are untouched
-            return dict(global_state)
         states = [u.state for u in updates]
         keys = common_keys(states)
         pairs, _ = lora_pairs(keys)
@@ -134,16 +144,6 @@ class FedOpt(Aggregator):
         self.m = {k: t.to(torch.float64).clone() for k, t in state["m"].items()}
         self.v = {k: t.to(torch.float64).clone() for k, t in state["v"].items()}
 
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "eta": self.eta,
-            "beta_1": self.beta_1,
-            "beta_2": self.beta_2,
-            "tau": self.tau,
-            "bias_correction": self.bias_correction,
-        }
-
 
 class FedAdam(FedOpt):
     """Server Adam; Flower's defaults (η=0.1, β=(0.9, 0.99), τ=1e-9) and its bias correction."""
@@ -152,17 +152,7 @@ class FedAdam(FedOpt):
     display_name = "FedAdam"
     report_group = "Global"
     rule = "adam"
-
-    def __init__(
-        self,
-        weighting: str = "samples",
-        eta: float = 0.1,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-9,
-        bias_correction: str = "flower",
-    ) -> None:
-        super().__init__(weighting, eta, beta_1, beta_2, tau, bias_correction)
+    defaults = {**FedOpt.defaults, "bias_correction": "flower"}
 
 
 class FedYogi(FedOpt):
@@ -172,17 +162,7 @@ class FedYogi(FedOpt):
     display_name = "FedYogi"
     report_group = "Global"
     rule = "yogi"
-
-    def __init__(
-        self,
-        weighting: str = "samples",
-        eta: float = 0.01,
-        beta_1: float = 0.9,
-        beta_2: float = 0.99,
-        tau: float = 1e-3,
-        bias_correction: str = "none",
-    ) -> None:
-        super().__init__(weighting, eta, beta_1, beta_2, tau, bias_correction)
+    defaults = {**FedOpt.defaults, "eta": 0.01, "tau": 1e-3}
 
 
 class FedAdagrad(FedOpt):
@@ -192,13 +172,4 @@ class FedAdagrad(FedOpt):
     display_name = "FedAdagrad"
     report_group = "Global"
     rule = "adagrad"
-
-    def __init__(
-        self,
-        weighting: str = "samples",
-        eta: float = 0.1,
-        beta_1: float = 0.0,
-        tau: float = 1e-9,
-        bias_correction: str = "none",
-    ) -> None:
-        super().__init__(weighting, eta, beta_1, 0.0, tau, bias_correction)
+    defaults = {**FedOpt.defaults, "beta_1": 0.0, "beta_2": 0.0}

@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import torch
 
 from fedmllm import compat
-from fedmllm.aggregators.base import ScaledRule
+from fedmllm.aggregators.base import PairedRule
 from fedmllm.aggregators.functional import (
-    pair_ranks,
-    paired_round,
+    Factors,
+    LoRAPair,
 )
 from fedmllm.aggregators.lowrank import svd_redistribute
-from fedmllm.types import AdapterState, ClientUpdate
 
 
-class FlexLoRA(ScaledRule):
+class FlexLoRA(PairedRule):
     """FlexLoRA: ``W = Σ p_k s_k B_k A_k``, SVD, the global pair at the round's r_max.
 
     The global state holds ``B = U[:, :r_max] diag(S[:r_max]) / s_max`` and
@@ -35,27 +34,10 @@ class FlexLoRA(ScaledRule):
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
     provides = frozenset({compat.MIXED_RANKS})
 
-    def aggregate(
-        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
-    ) -> AdapterState:
-        if not updates:
-            return dict(global_state)
-        rnd = paired_round(updates, self.weighting)
-        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
-        for a_key, b_key in pairs.values():
-            ranks = pair_ranks(states, a_key, b_key)
-            r_max = max(ranks)
-            coefs = [float(p) * self.scaling(r) for p, r in zip(weights, ranks, strict=True)]
-            a, b = svd_redistribute(
-                [s[a_key] for s in states],
-                [s[b_key] for s in states],
-                coefs,
-                r_max,
-                self.scaling(r_max),
-            )
-            out[a_key] = a.to(states[0][a_key].dtype)
-            out[b_key] = b.to(states[0][b_key].dtype)
-        return {k: out[k] for k in keys}
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
+        r_max = max(pair.ranks)
+        coefs = [float(p) * self.scaling(r) for p, r in zip(weights, pair.ranks, strict=True)]
+        return svd_redistribute(pair.a, pair.b, coefs, r_max, self.scaling(r_max))
 
     def _client_b_scale(self, global_rank: int, rank: int) -> float:
         return self.scaling(global_rank) / self.scaling(rank)

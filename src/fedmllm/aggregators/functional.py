@@ -214,6 +214,31 @@ def zero_padded_mean(states: Sequence[AdapterState], weights: torch.Tensor) -> A
     return {k: out[k] for k in keys}
 
 
+Factors = tuple[torch.Tensor, torch.Tensor]
+"""The ``(A, B)`` factors of one LoRA pair."""
+
+
+@dataclass(frozen=True)
+class LoRAPair:
+    """One LoRA pair of a round as the clients sent it.
+
+    Attributes:
+        prefix: The module path shared by both keys (``...q_proj.``).
+        a_key: Key of the A factor.
+        b_key: Key of the B factor.
+        a: Each client's A, in update order.
+        b: Each client's B, in update order.
+        ranks: Each client's rank.
+    """
+
+    prefix: str
+    a_key: str
+    b_key: str
+    a: list[torch.Tensor]
+    b: list[torch.Tensor]
+    ranks: list[int]
+
+
 @dataclass
 class PairedRound:
     """One round's updates as the low-rank rules read them (FedEx, FRLoRA, FlexLoRA, ridge).

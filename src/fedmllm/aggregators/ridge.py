@@ -4,23 +4,24 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
-from typing import Any
+
+import torch
 
 from fedmllm import compat
-from fedmllm.aggregators.base import ScaledRule
+from fedmllm.aggregators.base import PairedRule
 from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+    PairedRound,
     padded_mean,
-    pair_ranks,
-    paired_round,
 )
 from fedmllm.aggregators.lowrank import RIDGE_MODES, ridge_factors
-from fedmllm.types import AdapterState, ClientUpdate
+from fedmllm.types import AdapterState
 
 log = logging.getLogger(__name__)
 
 
-class FedA2LoRA(ScaledRule):
+class FedA2LoRA(PairedRule):
     """FedA²-LoRA: ``A = Σ w_k A_k``, ``B = U Aᵀ (A Aᵀ + λI)⁻¹`` with ``U = Σ w_k B_k A_k``.
 
     ``U Aᵀ`` is computed as ``Σ w_k B_k (A_k Aᵀ)`` and the r×r system solved by Cholesky, so
@@ -52,6 +53,7 @@ class FedA2LoRA(ScaledRule):
     report_group = "Global"
     requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
     provides = frozenset({compat.MIXED_RANKS})
+    hyperparameters = ("lam", "mode", "cond_threshold", "warmup_rounds")
 
     def __init__(
         self,
@@ -74,48 +76,34 @@ class FedA2LoRA(ScaledRule):
             raise ValueError(f"warmup_rounds must be >= 0, got {warmup_rounds}")
         self.lam, self.mode = float(lam), mode
         self.cond_threshold, self.warmup_rounds = float(cond_threshold), int(warmup_rounds)
-        self._stats: dict[str, float] = {}
+        self._warm, self._conds, self._lams = False, [], []  # the round in progress
 
-    def aggregate(
-        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
-    ) -> AdapterState:
-        self._stats = {}
-        if not updates:
-            return dict(global_state)
-        rnd = paired_round(updates, self.weighting)
-        states, weights, keys, pairs, out = rnd.states, rnd.weights, rnd.keys, rnd.pairs, rnd.out
+    def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
+        self._warm, self._conds, self._lams = round_idx < self.warmup_rounds, [], []
+
+    def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
         w = [float(x) for x in weights]
-        warm = round_idx < self.warmup_rounds
-        conds: list[float] = []
-        lams: list[float] = []
-        for a_key, b_key in pairs.values():
-            ranks = pair_ranks(states, a_key, b_key)
-            s_max = self.scaling(max(ranks))
-            coefs = [self.scaling(r) / s_max for r in ranks]
-            a_list = [s[a_key] for s in states]
-            b_list = [s[b_key] for s in states]
-            if warm:
-                a = padded_mean(a_list, w, 0)
-                b = padded_mean(b_list, [wk * c for wk, c in zip(w, coefs, strict=True)], 1)
-            else:
-                sol = ridge_factors(
-                    a_list,
-                    b_list,
-                    w,
-                    lam=self.lam,
-                    mode=self.mode,
-                    cond_threshold=self.cond_threshold,
-                    b_coefs=coefs,
-                )
-                a, b = sol.a, sol.b
-                conds.append(sol.cond)
-                lams.append(sol.lam)
-            out[a_key], out[b_key] = a.to(a_list[0].dtype), b.to(b_list[0].dtype)
-        self._record(round_idx, warm, conds, lams)
-        return {k: out[k] for k in keys}
+        s_max = self.scaling(max(pair.ranks))
+        coefs = [self.scaling(r) / s_max for r in pair.ranks]
+        if self._warm:
+            b_weights = [wk * c for wk, c in zip(w, coefs, strict=True)]
+            return padded_mean(pair.a, w, 0), padded_mean(pair.b, b_weights, 1)
+        sol = ridge_factors(
+            pair.a,
+            pair.b,
+            w,
+            lam=self.lam,
+            mode=self.mode,
+            cond_threshold=self.cond_threshold,
+            b_coefs=coefs,
+        )
+        self._conds.append(sol.cond)
+        self._lams.append(sol.lam)
+        return sol.a, sol.b
 
-    def _record(self, round_idx: int, warm: bool, conds: list[float], lams: list[float]) -> None:
+    def finish(self, round_idx: int) -> None:
         """Keep and log this round's condition numbers and how many pairs needed λ."""
+        warm, conds, lams = self._warm, self._conds, self._lams
         self._stats = {"warmup": float(warm)}
         if not conds:
             log.info("ridge round %d: FedAvg warm-up (%d rounds)", round_idx, self.warmup_rounds)
@@ -140,17 +128,5 @@ class FedA2LoRA(ScaledRule):
             int(self._stats["ridge_pairs"]),
         )
 
-    def round_stats(self) -> dict[str, float]:
-        return dict(self._stats)
-
     def _client_b_scale(self, global_rank: int, rank: int) -> float:
         return self.scaling(global_rank) / self.scaling(rank)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            **super().describe(),
-            "lam": self.lam,
-            "mode": self.mode,
-            "cond_threshold": self.cond_threshold,
-            "warmup_rounds": self.warmup_rounds,
-        }

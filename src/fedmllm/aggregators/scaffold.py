@@ -53,17 +53,16 @@ class Scaffold(Aggregator):
     report_group = "Global"
     requires = frozenset({compat.SHARES, compat.SCAFFOLD})
     provides = frozenset({compat.SCAFFOLD})
+    hyperparameters = ("num_clients",)
 
     def __init__(self, num_clients: int | None = None, weighting: str = "samples") -> None:
         super().__init__(weighting)
         self.num_clients = num_clients
         self.c: AdapterState = {}
 
-    def aggregate(
+    def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
     ) -> AdapterState:
-        if not updates:
-            return dict(global_state)
         if self.num_clients is None:
             raise ValueError("Scaffold.num_clients is not set (the federation's client count)")
         missing = [u.client_id for u in updates if not u.extras]
@@ -87,6 +86,3 @@ class Scaffold(Aggregator):
         if unknown:
             raise KeyError(f"Scaffold state has unknown keys {sorted(unknown)}")
         self.c = {k: v.clone() for k, v in state.get("c", {}).items()}
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "num_clients": self.num_clients}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torchmetrics import Metric
 
 SampleScores = list[float | None] | dict[str, list[float | None]]
@@ -30,3 +31,15 @@ class TextMetric(Metric):
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.last_sample_scores: SampleScores = []
+
+    def add_sums(self, **defaults: int | float | torch.Tensor) -> None:
+        """Register states that batches and processes merge by addition, in the given order.
+
+        ``0`` starts a long counter, ``0.0`` a float64 sum (so that summing scores over a long
+        evaluation loses nothing), a tensor starts as that tensor.
+        """
+        for name, default in defaults.items():
+            if not isinstance(default, torch.Tensor):
+                dtype = torch.long if isinstance(default, int) else torch.float64
+                default = torch.tensor(default, dtype=dtype)
+            self.add_state(name, default=default, dist_reduce_fx="sum")

@@ -164,8 +164,7 @@ class BERTScore(TextMetric):
         self.batch_size = batch_size
         self.device_name = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.allow_download = allow_download
-        self.add_state("score_sum", torch.zeros(3, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(score_sum=torch.zeros(3, dtype=torch.float64), total=0)
 
     def _raw_scores(self, cands: list[str], refs: list[str]) -> torch.Tensor:
         """``(n, 3)`` raw P, R, F of aligned pairs; pairs with an empty side are 0."""

@@ -133,10 +133,7 @@ class Bleu(TextMetric):
         self.smooth = smooth
         self.all_orders = all_orders
         zeros = torch.zeros(n_gram, dtype=torch.long)
-        self.add_state("correct", default=zeros.clone(), dist_reduce_fx="sum")
-        self.add_state("total", default=zeros.clone(), dist_reduce_fx="sum")
-        self.add_state("pred_len", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("target_len", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(correct=zeros, total=zeros.clone(), pred_len=0, target_len=0)
 
     def _orders(self) -> range:
         return range(1, self.n_gram + 1) if self.all_orders else range(self.n_gram, self.n_gram + 1)

@@ -52,11 +52,7 @@ class BoxIoU(TextMetric):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        # float64 so that summing many IoUs over a long evaluation loses nothing.
-        self.add_state("iou_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("hits", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("unparsable", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(iou_sum=0.0, hits=0, unparsable=0, total=0)
 
     def update(
         self, preds: Sequence[str], targets: Sequence[str | Sequence[float] | torch.Tensor]

@@ -29,8 +29,7 @@ class ExactMatch(TextMetric):
     def __init__(self, strict: bool = False, **kwargs: object) -> None:
         super().__init__(**kwargs)
         self.strict = strict
-        self.add_state("correct", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", default=torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(correct=0, total=0)
 
     def _canon(self, text: str) -> str:
         return text.strip() if self.strict else normalize_answer(text)

@@ -142,8 +142,7 @@ class LLMJudge(TextMetric):
             backend = make_judge_backend(backend)
         self.backend = backend
         self.last_replies: list[str | None] = []
-        for name in ("score_sum", "scored", "unparsable", "failed"):
-            self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(score_sum=0, scored=0, unparsable=0, failed=0)
 
     def update(self, preds: Sequence[str], targets: Sequence[Target]) -> None:
         """Ask the judge about one batch of reports.

@@ -119,9 +119,7 @@ class Rouge(TextMetric):
             raise ValueError("Rouge needs at least one key")
         for key in self.keys:
             rouge_f(["a"], ["a"], key)  # raises on an unknown key, here rather than mid-run
-        zeros = torch.zeros(len(self.keys), dtype=torch.float64)
-        self.add_state("f_sum", zeros, dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(f_sum=torch.zeros(len(self.keys), dtype=torch.float64), total=0)
 
     def update(self, preds: Sequence[str], targets: Sequence[Target]) -> None:
         """Add one batch's sentence scores.

@@ -35,7 +35,53 @@ def is_closed(answer_type: str | None, refs: Sequence[str]) -> bool:
     return all(normalize_answer(r) in YES_NO for r in refs)
 
 
-class ClosedEnded(TextMetric):
+class _AnswerKindMetric(TextMetric):
+    """A per-sample score over the samples of one answer kind; None for the other kind.
+
+    Subclasses set :attr:`closed` (which kind they score) and :attr:`score_key` (the name of
+    the per-sample scores), and implement :meth:`_score` and :meth:`_add`; ``total`` counts
+    the samples scored.
+    """
+
+    closed: bool
+    score_key: str
+    total: torch.Tensor
+
+    def update(
+        self,
+        preds: Sequence[str],
+        targets: Sequence[Target],
+        answer_types: Sequence[str | None] | None = None,
+    ) -> None:
+        """Score the samples of this metric's answer kind in one batch.
+
+        Args:
+            preds: Generated answers.
+            targets: Reference answer(s), one entry per prediction.
+            answer_types: Each sample's ``answer_type`` (``"closed"``/``"open"``/None).
+        """
+        check_pairs(preds, targets)
+        types = check_answer_types(answer_types, len(preds))
+        per_sample: list[float | None] = []
+        for pred, target, answer_type in zip(preds, targets, types, strict=True):
+            refs = references(target)
+            scored = is_closed(answer_type, refs) == self.closed
+            per_sample.append(self._score(pred, refs) if scored else None)
+        scores = [s for s in per_sample if s is not None]
+        self._add(scores)
+        self.total += len(scores)
+        self.last_sample_scores = {self.score_key: per_sample}
+
+    def _score(self, pred: str, refs: list[str]) -> float:
+        """One sample's score (its references as given)."""
+        raise NotImplementedError
+
+    def _add(self, scores: list[float]) -> None:
+        """Add one batch's scores to the summed state."""
+        raise NotImplementedError
+
+
+class ClosedEnded(_AnswerKindMetric):
     """Accuracy and macro-F1 on the closed-ended samples; open ones are ignored.
 
     Both sides are normalised with :func:`~fedmllm.metrics.normalize.normalize_answer`; a
@@ -54,8 +100,9 @@ class ClosedEnded(TextMetric):
     when there was no closed sample (``n_closed`` says so). Per sample: 1/0, None if open.
     """
 
+    closed = True
+    score_key = "closed_acc"
     correct: torch.Tensor
-    total: torch.Tensor
     tp: torch.Tensor
     fp: torch.Tensor
     fn: torch.Tensor
@@ -67,51 +114,25 @@ class ClosedEnded(TextMetric):
             raise ValueError(f"classes must be distinct non-empty answers, got {list(classes)}")
         self._index = {c: i for i, c in enumerate(self.classes)}
         zeros = torch.zeros(len(self.classes), dtype=torch.long)
-        for name in ("tp", "fp", "fn"):
-            self.add_state(name, default=zeros.clone(), dist_reduce_fx="sum")
-        self.add_state("correct", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(tp=zeros, fp=zeros.clone(), fn=zeros.clone(), correct=0, total=0)
 
-    def update(
-        self,
-        preds: Sequence[str],
-        targets: Sequence[Target],
-        answer_types: Sequence[str | None] | None = None,
-    ) -> None:
-        """Score the closed-ended samples of one batch.
-
-        Args:
-            preds: Generated answers.
-            targets: Reference answer(s), one entry per prediction.
-            answer_types: Each sample's ``answer_type`` (``"closed"``/``"open"``/None).
-        """
-        check_pairs(preds, targets)
-        types = check_answer_types(answer_types, len(preds))
-        per_sample: list[float | None] = []
-        tp, fp, fn = (torch.zeros_like(self.tp) for _ in range(3))
-        for pred, target, answer_type in zip(preds, targets, types, strict=True):
-            refs = [normalize_answer(r) for r in references(target)]
-            if not is_closed(answer_type, refs):
-                per_sample.append(None)
-                continue
-            p = normalize_answer(pred)
-            gold = p if p in refs else refs[0]  # the reference the prediction is judged against
-            per_sample.append(float(p == gold))
-            pi, gi = self._index.get(p), self._index.get(gold)
-            if pi is not None and pi == gi:
-                tp[pi] += 1
-                continue
+    def _score(self, pred: str, refs: list[str]) -> float:
+        """1 when the prediction equals a reference (normalised); counts the F1 cells."""
+        refs = [normalize_answer(r) for r in refs]
+        p = normalize_answer(pred)
+        gold = p if p in refs else refs[0]  # the reference the prediction is judged against
+        pi, gi = self._index.get(p), self._index.get(gold)
+        if pi is not None and pi == gi:
+            self.tp[pi] += 1
+        else:
             if pi is not None:
-                fp[pi] += 1
+                self.fp[pi] += 1
             if gi is not None:
-                fn[gi] += 1
-        scored = [s for s in per_sample if s is not None]
-        self.correct += int(sum(scored))
-        self.total += len(scored)
-        self.tp += tp
-        self.fp += fp
-        self.fn += fn
-        self.last_sample_scores = {"closed_acc": per_sample}
+                self.fn[gi] += 1
+        return float(p == gold)
+
+    def _add(self, scores: list[float]) -> None:
+        self.correct += int(sum(scores))
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Closed-ended accuracy, macro-F1 and the number of closed samples."""
@@ -144,7 +165,7 @@ def token_recall(pred: str, ref: str) -> float:
     return sum(found.values()) / sum(ref_words.values())
 
 
-class OpenRecall(TextMetric):
+class OpenRecall(_AnswerKindMetric):
     """Mean recall of reference words in the prediction over open-ended samples.
 
     The open-set measure of medical VQA papers (e.g. LLaVA-Med): for each open sample, the
@@ -156,34 +177,20 @@ class OpenRecall(TextMetric):
     Per sample: the recall, None if closed.
     """
 
+    closed = False
+    score_key = "open_recall"
     recall_sum: torch.Tensor
-    total: torch.Tensor
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.add_state("recall_sum", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(recall_sum=0.0, total=0)
 
-    def update(
-        self,
-        preds: Sequence[str],
-        targets: Sequence[Target],
-        answer_types: Sequence[str | None] | None = None,
-    ) -> None:
-        """Score the open-ended samples of one batch (arguments as :class:`ClosedEnded`)."""
-        check_pairs(preds, targets)
-        types = check_answer_types(answer_types, len(preds))
-        per_sample: list[float | None] = []
-        for pred, target, answer_type in zip(preds, targets, types, strict=True):
-            refs = references(target)
-            if is_closed(answer_type, refs):
-                per_sample.append(None)
-            else:
-                per_sample.append(max(token_recall(pred, r) for r in refs))
-        scored = [s for s in per_sample if s is not None]
-        self.recall_sum += sum(scored)
-        self.total += len(scored)
-        self.last_sample_scores = {"open_recall": per_sample}
+    def _score(self, pred: str, refs: list[str]) -> float:
+        """The best :func:`token_recall` over the references."""
+        return max(token_recall(pred, r) for r in refs)
+
+    def _add(self, scores: list[float]) -> None:
+        self.recall_sum += sum(scores)
 
     def compute(self) -> dict[str, torch.Tensor]:
         """Mean open-ended recall and the number of open samples."""
@@ -217,8 +224,7 @@ class TokenAccuracy(TextMetric):
 
     def __init__(self, **kwargs: object) -> None:
         super().__init__(**kwargs)
-        self.add_state("matched", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-        self.add_state("total", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+        self.add_sums(matched=0, total=0)
 
     def update(self, preds: Sequence[str], targets: Sequence[Target]) -> None:
         """Count positional token matches of one batch."""

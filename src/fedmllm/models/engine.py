@@ -205,6 +205,7 @@ def build_tiny_vlm(
                 model, tokenizer, manifest = load_cached(path, digest)
                 info.update(from_cache=True, final_loss=manifest.get("final_loss"))
                 info["pretrain_wall_s"] = manifest.get("wall_s")
+                log.info("pretrained tiny model loaded from the cache %s", path)
             except CacheError as exc:
                 log.warning("cached tiny model unusable, rebuilding: %s", exc)
     if model is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import math
 import os
 import shutil
@@ -18,23 +19,25 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from transformers import LlavaForConditionalGeneration, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from fedmllm.data.schema import Sample
+from fedmllm.models.progress import ProgressLog, progress_bar
+from fedmllm.models.settings import Settings
 
+log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
-class PretrainConfig:
+class PretrainConfig(Settings):
     """Pretraining hyper-parameters.
 
     Attributes:
@@ -57,21 +60,7 @@ class PretrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | PretrainConfig | None) -> PretrainConfig:
-        """A config from a (Hydra) mapping, rejecting unknown keys by name."""
-        if isinstance(values, PretrainConfig):
-            return values
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown pretrain keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for hashing and manifests)."""
-        return asdict(self)
+    section: ClassVar[str] = "pretrain"
 
 
 @dataclass
@@ -125,18 +114,6 @@ def batch_indices(
             yield batches[b]
 
 
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]pretrain"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.3f}"),
-        TimeElapsedColumn(),
-        disable=not enabled,
-        transient=False,
-    )
-
-
 def pretrain(
     model: torch.nn.Module,
     collator: Callable[[Sequence[Sample]], dict[str, Any]],
@@ -147,14 +124,15 @@ def pretrain(
     """Train every parameter of ``model`` on ``samples``.
 
     The batch order is seeded with ``cfg.seed``; seed the initialisation before building the
-    model. Thread count is the caller's business (``torch.set_num_threads``).
+    model. Thread count is the caller's business (``torch.set_num_threads``). Start, progress
+    (about every 10 % of the steps), slow steps and end are logged (:class:`ProgressLog`).
 
     Args:
         model: A model whose forward takes the collator's batch and returns ``.loss``.
         collator: A training collator (labels supervise answers only).
         samples: The public split.
         cfg: Hyper-parameters.
-        progress: Show a rich progress bar with the running loss.
+        progress: Show a rich progress bar with the running loss (the log lines come anyway).
 
     Returns:
         Per-step losses and wall time; ``model`` is left in eval mode.
@@ -166,10 +144,16 @@ def pretrain(
     batches = batch_indices(samples, cfg.batch_size, generator)
     losses: list[float] = []
     start = time.perf_counter()
+    report = ProgressLog(log, "pretraining", cfg.steps)
+    report.begin(
+        f"batch {cfg.batch_size}, {len(samples)} samples, lr {cfg.lr:g}, "
+        f"{torch.get_num_threads()} torch thread(s)"
+    )
     model.train()
-    with _progress(progress) as bar:
+    with progress_bar("pretrain", progress) as bar:
         task = bar.add_task("pretrain", total=cfg.steps, loss=math.nan)
-        for _ in range(cfg.steps):
+        for step in range(1, cfg.steps + 1):
+            step_start = time.perf_counter()
             batch = collator([samples[i] for i in next(batches)])
             loss = model(**batch).loss
             optimizer.zero_grad(set_to_none=True)
@@ -180,10 +164,13 @@ def pretrain(
             scheduler.step()
             losses.append(loss.item())
             # A running mean reads better than the noisy per-batch loss.
-            window = losses[-20:]
-            bar.update(task, advance=1, loss=sum(window) / len(window))
+            running = sum(losses[-20:]) / len(losses[-20:])
+            bar.update(task, advance=1, loss=running)
+            report.step(step, running, time.perf_counter() - step_start)
     model.eval()
-    return PretrainResult(losses=losses, wall_s=time.perf_counter() - start)
+    result = PretrainResult(losses=losses, wall_s=time.perf_counter() - start)
+    report.end(result.final_loss)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------

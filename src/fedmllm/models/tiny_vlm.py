@@ -7,8 +7,8 @@ LLaMA language model), so module names match LLaVA-1.5-7B and a LoRA config writ
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+from typing import ClassVar
 
 from transformers import (
     CLIPVisionConfig,
@@ -18,9 +18,11 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from fedmllm.models.settings import Settings
+
 
 @dataclass(frozen=True)
-class TinyVLMConfig:
+class TinyVLMConfig(Settings):
     """Sizes of the tiny LLaVA.
 
     Attributes:
@@ -56,6 +58,8 @@ class TinyVLMConfig:
     projector_act: str = "gelu"
     rope_theta: float = 10000.0
 
+    section: ClassVar[str] = "TinyVLMConfig"
+
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(
@@ -74,39 +78,27 @@ class TinyVLMConfig:
         """Image tokens per image: the patch grid, CLS dropped (``select_strategy="default"``)."""
         return (self.image_size // self.patch_size) ** 2
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any] | TinyVLMConfig | None) -> TinyVLMConfig:
-        """A config from a (Hydra) mapping, rejecting unknown keys by name."""
-        if isinstance(values, TinyVLMConfig):
-            return values
-        values = dict(values or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown TinyVLMConfig keys {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for hashing and manifests)."""
-        return asdict(self)
+def _tower(hidden: int, intermediate: int, layers: int, heads: int) -> dict[str, int]:
+    """A transformer tower's sizes under the names every ``transformers`` config uses."""
+    return {
+        "hidden_size": hidden,
+        "intermediate_size": intermediate,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+    }
 
 
 def llava_config(cfg: TinyVLMConfig, tokenizer: PreTrainedTokenizerBase) -> LlavaConfig:
     """The ``LlavaConfig`` of a tiny model whose vocabulary and special ids are ``tokenizer``'s."""
     vision = CLIPVisionConfig(
-        hidden_size=cfg.vision_hidden,
-        intermediate_size=cfg.vision_intermediate,
-        num_hidden_layers=cfg.vision_layers,
-        num_attention_heads=cfg.vision_heads,
+        **_tower(cfg.vision_hidden, cfg.vision_intermediate, cfg.vision_layers, cfg.vision_heads),
         image_size=cfg.image_size,
         patch_size=cfg.patch_size,
     )
     text = LlamaConfig(
+        **_tower(cfg.text_hidden, cfg.text_intermediate, cfg.text_layers, cfg.text_heads),
         vocab_size=len(tokenizer),
-        hidden_size=cfg.text_hidden,
-        intermediate_size=cfg.text_intermediate,
-        num_hidden_layers=cfg.text_layers,
-        num_attention_heads=cfg.text_heads,
         num_key_value_heads=cfg.text_heads,
         max_position_embeddings=cfg.max_position_embeddings,
         rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},

@@ -19,7 +19,15 @@ from tokenizers import AddedToken, Tokenizer, models, normalizers, pre_tokenizer
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 PAD, UNK, BOS, EOS, IMAGE = "<pad>", "<unk>", "<s>", "</s>", "<image>"
-SPECIAL_TOKENS = (PAD, UNK, BOS, EOS, IMAGE)
+# The special tokens in id order (0-4), keyed by the role transformers' tokenisers give them.
+SPECIAL_ROLES = {
+    "pad_token": PAD,
+    "unk_token": UNK,
+    "bos_token": BOS,
+    "eos_token": EOS,
+    "image_token": IMAGE,
+}
+SPECIAL_TOKENS = tuple(SPECIAL_ROLES.values())
 
 # Always in the vocabulary, whatever the texts: every number and box must be spellable.
 _BASE_SYMBOLS = tuple("0123456789") + tuple(".,[]?:;!()-/'%")
@@ -81,15 +89,7 @@ def build_word_tokenizer(
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos_id)]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        pad_token=PAD,
-        unk_token=UNK,
-        bos_token=BOS,
-        eos_token=EOS,
-        image_token=IMAGE,
-        padding_side="right",
-    )
+    return PreTrainedTokenizerFast(tokenizer_object=tok, padding_side="right", **SPECIAL_ROLES)
 
 
 def is_word_tokenizer(tokenizer: PreTrainedTokenizerBase) -> bool:

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fedmllm.data.schema import Sample
+
 DOCS = "docs/data.md"
 
 
@@ -87,3 +89,19 @@ def lines(path: Path, dataset: str, what: str) -> list[str]:
 def first_existing(candidates: list[Path]) -> Path | None:
     """The first of ``candidates`` that exists."""
     return next((p for p in candidates if p.exists()), None)
+
+
+def record_meta(
+    source: str, record_id: object, split: str, path: Path, **extra: Any
+) -> dict[str, Any]:
+    """A record's provenance: ``id`` (``<source>/<record id>``), ``source``, ``split`` and
+    ``record_file`` (the file validation errors should name), then ``extra``."""
+    meta = {"id": f"{source}/{record_id}", "source": source, "split": split}
+    return {**meta, "record_file": str(path), **extra}
+
+
+def vqa_sample(
+    image: str | Path, modality: str, question: str, answer: str, kind: str | None, meta: dict
+) -> Sample:
+    """A ``task="vqa"`` sample of an image file with answer type ``kind``."""
+    return Sample(str(image), modality, question, answer, "vqa", kind, meta=meta)

@@ -12,7 +12,15 @@ import logging
 import pickle
 from pathlib import Path
 
-from fedmllm.data.readers.common import as_list, expect, first_existing, read_json, text
+from fedmllm.data.readers.common import (
+    as_list,
+    expect,
+    first_existing,
+    read_json,
+    record_meta,
+    text,
+    vqa_sample,
+)
 from fedmllm.data.schema import Sample
 
 log = logging.getLogger(__name__)
@@ -26,6 +34,12 @@ def _answer_type(value: object) -> str | None:
     """``CLOSED``/``OPEN`` (any case, stray spaces) -> ``closed``/``open``; else ``None``."""
     v = text(value).lower()
     return v if v in ("closed", "open") else None
+
+
+def _sample(image: Path, modality: str, rec: dict, meta: dict) -> Sample:
+    """SLAKE's and VQA-RAD's record: ``question``, ``answer`` and ``answer_type`` fields."""
+    question, answer = text(rec.get("question")), text(rec.get("answer"))
+    return vqa_sample(image, modality, question, answer, _answer_type(rec.get("answer_type")), meta)
 
 
 def read_slake(root: str | Path, split: str = "train", language: str | None = "en") -> list[Sample]:
@@ -49,25 +63,10 @@ def read_slake(root: str | Path, split: str = "train", language: str | None = "e
             continue
         qid = rec.get("qid", f"#{i}")
         modality = _SLAKE_MODALITY.get(text(rec.get("modality")).lower(), "radiology")
-        meta = {
-            "id": f"slake/{qid}",
-            "source": "slake",
-            "split": split,
-            "record_file": str(path),
-            "content_type": rec.get("content_type"),
-            "organ": rec.get("location"),
-        }
-        samples.append(
-            Sample(
-                str(root / "imgs" / text(rec.get("img_name"))),
-                modality,
-                text(rec.get("question")),
-                text(rec.get("answer")),
-                "vqa",
-                _answer_type(rec.get("answer_type")),
-                meta=meta,
-            )
-        )
+        content, organ = rec.get("content_type"), rec.get("location")
+        meta = record_meta("slake", qid, split, path, content_type=content, organ=organ)
+        image = root / "imgs" / text(rec.get("img_name"))
+        samples.append(_sample(image, modality, rec, meta))
     return samples
 
 
@@ -92,25 +91,11 @@ def read_vqa_rad(root: str | Path, split: str = "train") -> list[Sample]:
     for i, rec in enumerate(records):
         if text(rec.get("phrase_type")).lower() not in _VQA_RAD_SPLITS[split]:
             continue
-        meta = {
-            "id": f"vqa_rad/{rec.get('qid', f'#{i}')}",
-            "source": "vqa_rad",
-            "split": split,
-            "record_file": str(path),
-            "organ": rec.get("image_organ"),
-            "question_type": rec.get("question_type"),
-        }
-        samples.append(
-            Sample(
-                str(images / text(rec.get("image_name"))),
-                "radiology",
-                text(rec.get("question")),
-                text(rec.get("answer")),
-                "vqa",
-                _answer_type(rec.get("answer_type")),
-                meta=meta,
-            )
+        organ, qtype = rec.get("image_organ"), rec.get("question_type")
+        meta = record_meta(
+            "vqa_rad", rec.get("qid", f"#{i}"), split, path, organ=organ, question_type=qtype
         )
+        samples.append(_sample(images / text(rec.get("image_name")), "radiology", rec, meta))
     return samples
 
 
@@ -153,19 +138,9 @@ def read_pathvqa(root: str | Path, split: str = "train") -> list[Sample]:
         if (image, question, answer) in seen:
             continue
         seen.add((image, question, answer))
-        meta = {"id": f"pathvqa/{qid}", "source": "pathvqa", "split": split}
-        meta["record_file"] = str(path)
-        samples.append(
-            Sample(
-                str(images / f"{image}.jpg"),
-                "pathology",
-                question,
-                answer,
-                "vqa",
-                "closed" if closed else "open",
-                meta=meta,
-            )
-        )
+        meta = record_meta("pathvqa", qid, split, path)
+        kind, image_file = ("closed" if closed else "open"), images / f"{image}.jpg"
+        samples.append(vqa_sample(image_file, "pathology", question, answer, kind, meta))
     dropped = len(records) - len(samples)
     if dropped:
         log.info("pathvqa/%s: dropped %d exact duplicate QA triplets", split, dropped)

@@ -18,7 +18,14 @@ import logging
 import re
 from pathlib import Path
 
-from fedmllm.data.readers.common import as_list, expect, read_csv, read_json, require_columns
+from fedmllm.data.readers.common import (
+    as_list,
+    expect,
+    read_csv,
+    read_json,
+    record_meta,
+    require_columns,
+)
 from fedmllm.data.readers.common import text as clean
 from fedmllm.data.schema import Sample
 
@@ -112,8 +119,9 @@ def read_mimic_cxr(
         if not target:
             no_text += 1
             continue
-        meta = {"id": f"mimic_cxr/s{study}", "source": "mimic_cxr", "split": split}
-        meta.update(record_file=str(report_path), view=view[frontal[0]], subject_id=subject)
+        meta = record_meta(
+            "mimic_cxr", f"s{study}", split, report_path, view=view[frontal[0]], subject_id=subject
+        )
         image = str(folder / f"{frontal[0]}{image_ext}")
         samples.append(Sample(image, "xray", REPORT_PROMPT, target, "report", meta=meta))
     if no_view or no_text:
@@ -147,8 +155,8 @@ def read_r2gen(
     for i, rec in enumerate(as_list(data[split], path, "mimic_cxr")):
         paths = rec.get("image_path") or []
         image = str(image_dir / paths[0]) if paths else str(image_dir / f"missing-{i}")
-        meta = {"id": f"mimic_cxr/{rec.get('id', f'#{i}')}", "source": "mimic_cxr"}
-        meta.update(split=split, record_file=str(path), study_id=rec.get("study_id"))
+        rid, study = rec.get("id", f"#{i}"), rec.get("study_id")
+        meta = record_meta("mimic_cxr", rid, split, path, study_id=study)
         report = clean(rec.get("report"))
         samples.append(Sample(image, "xray", REPORT_PROMPT, report, "report", meta=meta))
     return samples

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from fedmllm.data.imaging import ImageError, ImageRef, axial_view, load_nifti_volume
-from fedmllm.data.readers.common import expect, read_csv, require_columns
+from fedmllm.data.readers.common import expect, read_csv, record_meta, require_columns
 from fedmllm.data.readers.common import text as clean
 from fedmllm.data.schema import Sample
 from fedmllm.data.synthmed.phrases import format_box
@@ -115,8 +115,8 @@ def read_radgenome(
         )
         found = _box_from(mask_file, slice_rule)
         z, box = found if found is not None else ("middle", None)
-        meta = {"id": f"radgenome/{stem}/{region}", "source": "radgenome", "split": split}
-        meta.update(record_file=str(mask_file), sentence=clean(row["Sentence"]), row=i)
+        rid, sentence = f"{stem}/{region}", clean(row["Sentence"])
+        meta = record_meta("radgenome", rid, split, mask_file, sentence=sentence, row=i)
         if box is None:
             meta["problem"] = f"region mask {mask_file} is missing, unreadable or empty"
         image = ImageRef(str(volume_path(root, prefix, name)), z, window)

@@ -9,20 +9,26 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from fedmllm.data.readers.common import as_list, expect, first_existing, lines, read_json, text
+from fedmllm.data.readers.common import (
+    as_list,
+    expect,
+    first_existing,
+    lines,
+    read_json,
+    record_meta,
+    text,
+    vqa_sample,
+)
 from fedmllm.data.schema import Sample
-
-
-def _closed(answer: str) -> str:
-    return "closed" if answer.lower() in ("yes", "no") else "open"
 
 
 def _sample(
     image: Path, modality: str, question: str, answer: str, meta: dict, answer_type: str | None
 ) -> Sample:
-    return Sample(
-        str(image), modality, question, answer, "vqa", answer_type or _closed(answer), meta=meta
-    )
+    """A VQA sample; without the source's own answer type, a yes/no answer is closed."""
+    closed = answer.lower() in ("yes", "no")
+    kind = answer_type or ("closed" if closed else "open")
+    return vqa_sample(image, modality, question, answer, kind, meta)
 
 
 def read_aqua(
@@ -36,13 +42,8 @@ def read_aqua(
     image_dir = expect(Path(images) if images else root / "Images", "aqua", "image folder")
     out = []
     for i, rec in enumerate(records):
-        meta = {
-            "id": f"aqua/{split}/{i}",
-            "source": "aqua",
-            "split": split,
-            "record_file": str(path),
-        }
-        meta["external_knowledge"] = bool(rec.get("need_external_knowledge", False))
+        knowledge = bool(rec.get("need_external_knowledge", False))
+        meta = record_meta("aqua", f"{split}/{i}", split, path, external_knowledge=knowledge)
         answer = text(rec.get("answer"))
         out.append(
             _sample(
@@ -68,8 +69,8 @@ def read_gqa(root: str | Path, split: str = "train") -> list[Sample]:
     image_dir = expect(root / "images", "gqa", "image folder")
     out = []
     for qid, rec in data.items():
-        meta = {"id": f"gqa/{qid}", "source": "gqa", "split": split, "record_file": str(path)}
-        meta["structural"] = (rec.get("types") or {}).get("structural")
+        structural = (rec.get("types") or {}).get("structural")
+        meta = record_meta("gqa", qid, split, path, structural=structural)
         answer = text(rec.get("answer"))
         image = image_dir / f"{text(rec.get('imageId'))}.jpg"
         out.append(_sample(image, "photo", text(rec.get("question")), answer, meta, None))
@@ -97,13 +98,7 @@ def read_vizwiz(root: str | Path, split: str = "train") -> list[Sample]:
     out = []
     for i, rec in enumerate(records):
         image = text(rec.get("image"))
-        meta = {
-            "id": f"vizwiz/{image or i}",
-            "source": "vizwiz",
-            "split": split,
-            "record_file": str(path),
-        }
-        meta["answerable"] = rec.get("answerable")
+        meta = record_meta("vizwiz", image or i, split, path, answerable=rec.get("answerable"))
         answer = majority_answer(rec.get("answers") or [])
         kind = "closed" if rec.get("answer_type") == "yes/no" else "open"
         out.append(
@@ -130,13 +125,8 @@ def read_vqa_abstract(root: str | Path, split: str = "train") -> list[Sample]:
         qid = q.get("question_id")
         ann = by_qid.get(qid, {})
         image = image_dir / f"abstract_v002_{split}2015_{int(q.get('image_id', -1)):012d}.png"
-        meta = {
-            "id": f"vqa_abstract/{qid}",
-            "source": "vqa_abstract",
-            "split": split,
-            "record_file": str(apath),
-        }
-        meta["question_type"] = ann.get("question_type")
+        qtype = ann.get("question_type")
+        meta = record_meta("vqa_abstract", qid, split, apath, question_type=qtype)
         kind = "closed" if ann.get("answer_type") == "yes/no" else "open"
         answer = text(ann.get("multiple_choice_answer"))
         out.append(_sample(image, "cartoon", text(q.get("question")), answer, meta, kind))
@@ -172,9 +162,9 @@ def read_cocoqa(
     for i in range(n):
         img_id = int(files["img_ids"][i].strip())
         image = image_dir / f"COCO_{coco_split}_{img_id:012d}.jpg"
-        meta = {"id": f"cocoqa/{split}/{i}", "source": "cocoqa", "split": split}
-        meta.update(record_file=str(folder / "questions.txt"), line=i + 1)
-        meta["question_type"] = COCOQA_TYPES.get(types[i].strip()) if i < len(types) else None
+        qtype = COCOQA_TYPES.get(types[i].strip()) if i < len(types) else None
+        record = folder / "questions.txt"
+        meta = record_meta("cocoqa", f"{split}/{i}", split, record, line=i + 1, question_type=qtype)
         answer = text(files["answers"][i])
         out.append(_sample(image, "coco", text(files["questions"][i]), answer, meta, "open"))
     return out

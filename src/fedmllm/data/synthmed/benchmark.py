@@ -9,14 +9,13 @@ scene record the image was drawn from.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from fedmllm.data import cache
-from fedmllm.data.benchmark import Benchmark, apply_partition, validate_benchmark
-from fedmllm.data.schema import TASKS, ClientData, Sample, validate_sample
+from fedmllm.data import cache, synthetic
+from fedmllm.data.benchmark import Benchmark
+from fedmllm.data.schema import Sample, validate_sample
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.render import render
 from fedmllm.data.synthmed.report import detection_text, report_question, report_text
@@ -27,6 +26,8 @@ from fedmllm.data.synthmed.vqa import plan_vqa, vqa_text
 NAME = "fedmed_synth"
 # Table 6 of the paper (train 2979 / 6558 / 6000) scaled down about tenfold.
 DEFAULT_TRAIN_SIZES = {"vqa": 300, "report": 650, "detection": 600}
+# Weights of 0..3 lesions in a report scene: the mix of every split but the detection client's.
+LESION_COUNTS = (0.25, 0.35, 0.25, 0.15)
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,7 @@ PUBLIC = SplitSpec(
     dict.fromkeys(MODALITIES, 1.0),
     ORGANS_BY_MODALITY,
     None,
-    (0.25, 0.35, 0.25, 0.15),
+    LESION_COUNTS,
     "public",
 )
 CLIENTS = (
@@ -71,7 +72,7 @@ CLIENTS = (
         {"ct": 0.5, "mri": 0.5},
         {"ct": ORGANS_BY_MODALITY["ct"], "mri": ORGANS_BY_MODALITY["mri"]},
         (0.15, 0.15, 0.2, 0.5),
-        (0.25, 0.35, 0.25, 0.15),
+        LESION_COUNTS,
         "client",
         "mixed",
     ),
@@ -82,7 +83,7 @@ CLIENTS = (
         {"xray": 1.0},
         {"xray": ("lung",)},
         (0.1, 0.2, 0.2, 0.5),
-        (0.25, 0.35, 0.25, 0.15),
+        LESION_COUNTS,
         "client",
         "xray",
     ),
@@ -114,21 +115,18 @@ class SynthBenchmark(Benchmark):
         return sorted(set(vocabulary()) | set(self.words))
 
 
-def _pick(rng: np.random.Generator, weights: dict[str, float]) -> str:
-    names = list(weights)
-    p = np.array([weights[n] for n in names], dtype=float)
-    return names[rng.choice(len(names), p=p / p.sum())]
-
-
 def make_sample(
     spec: SplitSpec, seed: int, stream: int, index: int, image_size: int, split: str
 ) -> Sample:
     """Generate sample ``index`` of a split from its own random stream."""
     rng = np.random.default_rng([seed, stream, index])
-    task, modality = _pick(rng, spec.tasks), _pick(rng, spec.modalities)
+    task, modality = (
+        synthetic.weighted_name(rng, spec.tasks),
+        synthetic.weighted_name(rng, spec.modalities),
+    )
     organs = spec.organs[modality]
     style = draw_style_id(rng, spec.styles)
-    scene_id = f"public/{index:06d}" if split == "public" else f"{spec.name}/{split}/{index:06d}"
+    scene_id = synthetic.sample_id(spec.name, split, index)
     kwargs: dict[str, Any] = {}
     plan = None
     if task == "vqa":
@@ -140,7 +138,7 @@ def make_sample(
         counts = np.array(spec.lesion_counts, dtype=float)
         if task == "detection":
             counts[0] = 0.0
-        n = int(rng.choice(4, p=counts / counts.sum()))
+        n = synthetic.weighted_index(rng, counts)
     scene = sample_scene(
         rng,
         scene_id=scene_id,
@@ -176,152 +174,11 @@ def make_sample(
     return sample
 
 
-def build(
-    seed: int, image_size: int, public_size: int, train_sizes: dict[str, int], test_size: int
-) -> tuple[SynthBenchmark, np.ndarray]:
-    """Generate everything in memory; images end up as views of one stacked array."""
-    public = [make_sample(PUBLIC, seed, 0, i, image_size, "public") for i in range(public_size)]
-    clients = []
-    for k, spec in enumerate(CLIENTS):
-        train = [
-            make_sample(spec, seed, 1 + 2 * k, i, image_size, "train")
-            for i in range(train_sizes[spec.name])
-        ]
-        test = [make_sample(spec, seed, 2 + 2 * k, i, image_size, "test") for i in range(test_size)]
-        clients.append(ClientData(spec.name, spec.name, spec.modality_tag, train, test))
-    bench = SynthBenchmark(NAME, public, clients)
-    return bench, stack_images(bench, image_size)
-
-
-def stack_images(bench: Benchmark, image_size: int) -> np.ndarray:
-    """Stack every sample image (in :meth:`Benchmark.all_samples` order) into one array and
-    make each ``Sample.image`` a view of its row, as a cache load does."""
-    samples = bench.all_samples()
-    images = (
-        np.stack([s.image for s in samples])
-        if samples
-        else np.zeros((0, image_size, image_size, 3), dtype=np.uint8)
-    )
-    for row, sample in enumerate(samples):
-        sample.image = images[row]
-    return images
-
-
-def to_payload(bench: Benchmark) -> dict[str, Any]:
-    """The JSON side of the cache: samples with their row in the image array.
-
-    Rows follow :meth:`Benchmark.all_samples` order (public, then each client's train and
-    test), the order :func:`build` stacks the images in.
-    """
-    row = iter(range(len(bench.all_samples())))
-
-    def encode(samples: list[Sample]) -> list[dict[str, Any]]:
-        return [cache.encode_sample(s, next(row)) for s in samples]
-
-    public = encode(bench.public)
-    clients = []
-    for c in bench.clients:
-        train, test = encode(c.train), encode(c.test)
-        clients.append(
-            {
-                "client_id": c.client_id,
-                "task": c.task,
-                "modality": c.modality,
-                "train": train,
-                "test": test,
-            }
-        )
-    return {"name": bench.name, "public": public, "clients": clients}
-
-
-def from_payload(
-    payload: dict[str, Any], images: np.ndarray, factory: type[Benchmark] | None = None
-) -> Benchmark:
-    """Invert :func:`to_payload`; raises ``KeyError``/``IndexError``/``TypeError`` on damage.
-
-    Args:
-        payload: What :func:`to_payload` wrote.
-        images: The cached image array.
-        factory: Benchmark class to build (default :class:`SynthBenchmark`), called with
-            ``(name, public, clients)``.
-    """
-
-    def decode(samples: list[dict[str, Any]]) -> list[Sample]:
-        return [cache.decode_sample(d, images, Scene.from_dict) for d in samples]
-
-    clients = [
-        ClientData(c["client_id"], c["task"], c["modality"], decode(c["train"]), decode(c["test"]))
-        for c in payload["clients"]
-    ]
-    return (factory or SynthBenchmark)(payload["name"], decode(payload["public"]), clients)
-
-
-def _resolve_sizes(train_sizes: Any) -> dict[str, int]:
-    """Defaults overridden by ``train_sizes`` (a dict or Hydra DictConfig keyed by task)."""
-    sizes = dict(DEFAULT_TRAIN_SIZES)
-    for key, value in (train_sizes or {}).items():
-        if key not in TASKS:
-            raise ValueError(f"train_sizes: unknown task {key!r}; use {TASKS}")
-        sizes[str(key)] = int(value)
-    return sizes
-
-
-def load_fedmed_synth(
-    cache_dir: str | Path | None = "data",
-    seed: int = 0,
-    image_size: int = 32,
-    public_size: int = 4000,
-    train_sizes: dict[str, int] | None = None,
-    test_size: int = 100,
-    partition: dict[str, Any] | None = None,
-) -> SynthBenchmark:
-    """Load ``fedmed_synth`` from its cache, generating (and caching) it when needed.
-
-    Args:
-        cache_dir: Root of the cache (``<cache_dir>/fedmed_synth/<hash>/``); ``None`` builds
-            in memory without caching.
-        seed: Non-negative seed; the same arguments always give the same samples.
-        image_size: Side of the square images in pixels (at least 16).
-        public_size: Samples in the public pretraining split.
-        train_sizes: Train samples per client, keyed by task (missing keys use the defaults
-            ``vqa: 300, report: 650, detection: 600``).
-        test_size: Test samples per client.
-        partition: Optional re-partition of the three task clients (``fedmllm.data.partition``
-            fields), e.g. ``{scheme: iid, sources: [report], num_clients: 4, report_styles:
-            [structured, narrative, terse]}`` for four report hospitals that write differently.
-            Generation and cache do not depend on it.
-
-    Returns:
-        The benchmark; images are ``HxWx3`` uint8 views of one array.
-    """
-    sizes = _resolve_sizes(train_sizes)
-    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
-        raise ValueError("seed and sizes must be non-negative and image_size at least 16")
-    args = {
-        "seed": int(seed),
-        "image_size": int(image_size),
-        "public_size": int(public_size),
-        "train_sizes": sizes,
-        "test_size": int(test_size),
-    }
-    bench = cache.load_or_build(
-        cache_dir,
-        NAME,
-        args,
-        cache.GENERATOR_VERSION,
-        lambda: build(int(seed), int(image_size), int(public_size), sizes, int(test_size)),
-        to_payload,
-        from_payload,
-    )
-    return finish_synthetic(bench, partition)
-
-
-def finish_synthetic(bench: Benchmark, partition: Any) -> Any:
-    """Apply the partition (with the report-style switch) and record validation counts."""
-    from fedmllm.data.partition import PartitionConfig
-    from fedmllm.data.synthmed.report_styles import restyle, style_words
-
-    bench = apply_partition(bench, partition, restyle)
-    if partition is not None and PartitionConfig.from_any(partition).report_styles:
-        bench.words = sorted(set(bench.words) | set(style_words()))
-    return validate_benchmark(bench)
+# Streams: 0 public, then two per client (train, test) in the order of CLIENTS.
+SAMPLER = synthetic.Sampler(SynthBenchmark, make_sample, PUBLIC, Scene.from_dict)
+PLANS = synthetic.plans_in_order(CLIENTS, lambda spec: spec.name, lambda spec: spec.modality_tag)
+FEDMED_SYNTH = synthetic.Generator(
+    NAME, cache.GENERATOR_VERSION, SAMPLER, lambda _args: PLANS, DEFAULT_TRAIN_SIZES
+)
+# The loader (``configs/benchmark/fedmed_synth.yaml``); ``train_sizes`` is keyed by task.
+load_fedmed_synth = FEDMED_SYNTH.load

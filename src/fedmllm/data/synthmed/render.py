@@ -10,6 +10,7 @@ tumours and calcifications well above, so lesions are visible whatever the sub-s
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
@@ -70,8 +71,8 @@ _XRAY_DELTA = {"cyst": -0.22, "tumor": 0.3, "calcification": 0.55}
 
 
 @lru_cache(maxsize=8)
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Pixel-centre coordinates ``(x, y)``; read-only because the arrays are shared."""
+def pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel-centre coordinates ``(x, y)`` of a square image; read-only (the arrays are shared)."""
     y, x = np.mgrid[0:size, 0:size].astype(float) + 0.5
     x.flags.writeable = False
     y.flags.writeable = False
@@ -97,7 +98,7 @@ def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
 def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
     """Draw ``scene`` as an ``HxWx3`` uint8 image (grey replicated to three channels)."""
     size = scene.image_size
-    x, y = _grid(size)
+    x, y = pixel_grid(size)
     table = _TISSUE[scene.modality]
     img = np.full((size, size), table["bg"])
     body = scene.body.inside(x, y)
@@ -111,7 +112,7 @@ def render(scene: Scene, rng: np.random.Generator) -> np.ndarray:
         air = air | inside if s.tissue == "air" else air & ~inside
     masks = [_lesion_mask(les, x, y, rng) for les in scene.lesions]
     draw = {"ct": _ct, "mri": _mri, "xray": _xray, "us": _us}[scene.modality]
-    out = draw(img, body, air, masks, scene, rng)
+    out = draw(_Canvas(img, body, air, masks, scene, rng))
     grey = (np.clip(out, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
@@ -129,18 +130,37 @@ def _lesion_mask(les: Lesion, x: np.ndarray, y: np.ndarray, rng: np.random.Gener
     return dist <= outline
 
 
-def _fill_lesions(
-    img: np.ndarray, masks: list[np.ndarray], scene: Scene, rng: np.random.Generator
-) -> None:
+@dataclass
+class _Canvas:
+    """What a modality's renderer starts from: the tissue map and the scene's masks.
+
+    Attributes:
+        img: Tissue intensities (``HxW`` float), filled in place by :func:`_fill_lesions`.
+        body: Pixels inside the body.
+        air: Pixels of air-filled structures (the lungs).
+        masks: One pixel mask per lesion of ``scene``, in order.
+        scene: The scene record (its ``style_params`` set the sub-style).
+        rng: The sample's random stream.
+    """
+
+    img: np.ndarray
+    body: np.ndarray
+    air: np.ndarray
+    masks: list[np.ndarray]
+    scene: Scene
+    rng: np.random.Generator
+
+
+def _fill_lesions(c: _Canvas) -> None:
     """Replace tissue by lesion intensity; tumours get a faint internal texture."""
-    values = _LESION[scene.modality]
-    for les, m in zip(scene.lesions, masks, strict=True):
-        value = values[les.kind] + rng.uniform(-0.02, 0.02)
+    values = _LESION[c.scene.modality]
+    for les, m in zip(c.scene.lesions, c.masks, strict=True):
+        value = values[les.kind] + c.rng.uniform(-0.02, 0.02)
         if les.kind == "tumor":
-            k = rng.normal(size=2) / les.radius
-            img[m] = value + 0.04 * np.cos(k[0] * _grid(scene.image_size)[0][m] * 3 + k[1])
+            k = c.rng.normal(size=2) / les.radius
+            c.img[m] = value + 0.04 * np.cos(k[0] * pixel_grid(c.scene.image_size)[0][m] * 3 + k[1])
         else:
-            img[m] = value
+            c.img[m] = value
 
 
 def _window(img: np.ndarray, p: dict[str, float]) -> np.ndarray:
@@ -156,35 +176,21 @@ def _dark_background(
     return img
 
 
-def _ct(
-    img: np.ndarray,
-    body: np.ndarray,
-    air: np.ndarray,
-    masks: list[np.ndarray],
-    scene: Scene,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _ct(c: _Canvas) -> np.ndarray:
     """CT: replaced lesions, Gaussian noise, optional smooth kernel, black air."""
-    p, scale = scene.style_params, scene.image_size / 32.0
-    _fill_lesions(img, masks, scene, rng)
-    img = img + rng.normal(0.0, p["noise"], size=img.shape)
+    p, scale = c.scene.style_params, c.scene.image_size / 32.0
+    _fill_lesions(c)
+    img = c.img + c.rng.normal(0.0, p["noise"], size=c.img.shape)
     img = _window(gaussian_blur(img, p["blur"] * scale), p)
-    return _dark_background(img, body, p["noise"] * 0.5, rng)
+    return _dark_background(img, c.body, p["noise"] * 0.5, c.rng)
 
 
-def _mri(
-    img: np.ndarray,
-    body: np.ndarray,
-    air: np.ndarray,
-    masks: list[np.ndarray],
-    scene: Scene,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _mri(c: _Canvas) -> np.ndarray:
     """MRI: smooth tissue, a bias field and Rician noise."""
-    p, size = scene.style_params, scene.image_size
-    x, y = _grid(size)
-    _fill_lesions(img, masks, scene, rng)
-    img = gaussian_blur(img, p["blur"] * size / 32.0)
+    p, size, rng = c.scene.style_params, c.scene.image_size, c.rng
+    x, y = pixel_grid(size)
+    _fill_lesions(c)
+    img = gaussian_blur(c.img, p["blur"] * size / 32.0)
     phi = rng.uniform(0.0, 2 * np.pi)
     # A linear receive-coil bias field: one side of the image brighter than the other.
     ramp = np.cos(phi) * (x / size - 0.5) + np.sin(phi) * (y / size - 0.5)
@@ -193,53 +199,39 @@ def _mri(
     n = rng.normal(0.0, p["noise"], size=(2, *img.shape))
     img = np.hypot(img + n[0], n[1])
     img = _window(img, p)
-    return _dark_background(img, body, p["noise"], rng)
+    return _dark_background(img, c.body, p["noise"], rng)
 
 
-def _xray(
-    img: np.ndarray,
-    body: np.ndarray,
-    air: np.ndarray,
-    masks: list[np.ndarray],
-    scene: Scene,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _xray(c: _Canvas) -> np.ndarray:
     """X-ray: rib bands, additive opacities, projection blur and an exposure gradient."""
-    p, size = scene.style_params, scene.image_size
-    x, y = _grid(size)
+    p, size, rng = c.scene.style_params, c.scene.image_size, c.rng
+    _, y = pixel_grid(size)
     # Ribs: faint horizontal bands across the lung fields.
     period, phase = rng.uniform(0.1, 0.14) * size, rng.uniform(0.0, 2 * np.pi)
-    img = img + air * 0.05 * np.cos(2 * np.pi * y / period + phase)
-    for les, m in zip(scene.lesions, masks, strict=True):
+    img = c.img + c.air * 0.05 * np.cos(2 * np.pi * y / period + phase)
+    for les, m in zip(c.scene.lesions, c.masks, strict=True):
         img[m] += _XRAY_DELTA[les.kind] + rng.uniform(-0.02, 0.02)
     img = gaussian_blur(img, p["blur"] * size / 32.0)
     img = img * (1.0 + p["extra"] * (y / size - 0.5))  # exposure falls off towards one edge
     img = img + rng.normal(0.0, p["noise"], size=img.shape)
     img = _window(img, p)
-    return _dark_background(img, body, p["noise"], rng)
+    return _dark_background(img, c.body, p["noise"], rng)
 
 
-def _us(
-    img: np.ndarray,
-    body: np.ndarray,
-    air: np.ndarray,
-    masks: list[np.ndarray],
-    scene: Scene,
-    rng: np.random.Generator,
-) -> np.ndarray:
+def _us(c: _Canvas) -> np.ndarray:
     """Ultrasound: Rayleigh speckle, depth attenuation, bright calcifications, the fan."""
-    p, size = scene.style_params, scene.image_size
-    x, y = _grid(size)
-    _fill_lesions(img, masks, scene, rng)
+    p, size, rng, body = c.scene.style_params, c.scene.image_size, c.rng, c.scene.body
+    x, y = pixel_grid(size)
+    _fill_lesions(c)
     # Fully developed speckle is Rayleigh-distributed; normalise it to mean 1.
-    speckle = rng.rayleigh(1.0, size=img.shape) / np.sqrt(np.pi / 2)
-    img = img * (1.0 + p["speckle"] * (speckle - 1.0))
+    speckle = rng.rayleigh(1.0, size=c.img.shape) / np.sqrt(np.pi / 2)
+    img = c.img * (1.0 + p["speckle"] * (speckle - 1.0))
     img = gaussian_blur(img, p["blur"] * size / 32.0)
-    depth = np.hypot(x - scene.body.center[0], y - scene.body.center[1]) / scene.body.axes[1]
+    depth = np.hypot(x - body.center[0], y - body.center[1]) / body.axes[1]
     img = img * (1.0 - p["extra"] * np.clip(depth, 0.0, 1.0) ** 2)
-    for les, m in zip(scene.lesions, masks, strict=True):
+    for les, m in zip(c.scene.lesions, c.masks, strict=True):
         if les.kind == "calcification":
             img[m] = 1.0  # a strong reflector saturates, with no speckle
     img = _window(img, p)
-    img[~body] = 0.0
+    img[~c.body] = 0.0
     return img

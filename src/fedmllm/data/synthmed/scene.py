@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fedmllm.data.synthetic import weighted_index
 from fedmllm.data.synthmed.anatomy import AVOID_TISSUES, Body, Structure, sample_anatomy
 
 MODALITIES = ("ct", "mri", "xray", "us")
@@ -164,7 +165,7 @@ def _draw_kinds_and_radii(
     weights = _KIND_WEIGHTS * allowed
     kinds = list(required)
     for _ in range(n - len(required)):
-        kinds.append(LESION_KINDS[rng.choice(len(LESION_KINDS), p=weights / weights.sum())])
+        kinds.append(LESION_KINDS[weighted_index(rng, weights)])
     radii = []
     for kind in kinds:
         size = (

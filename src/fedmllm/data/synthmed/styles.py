@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fedmllm.data.synthetic import weighted_index
+
 NUM_STYLES = 4
 PUBLIC_STYLES = (0, 1, 2)
 
@@ -68,5 +70,4 @@ def draw_style_id(rng: np.random.Generator, weights: tuple[float, ...] | None) -
     """A sub-style id: uniform over ``PUBLIC_STYLES`` when ``weights`` is None."""
     if weights is None:
         return int(PUBLIC_STYLES[rng.integers(len(PUBLIC_STYLES))])
-    p = np.asarray(weights, dtype=float)
-    return int(rng.choice(len(p), p=p / p.sum()))
+    return weighted_index(rng, weights)

@@ -22,8 +22,9 @@ from typing import Any
 
 from fedmllm.data.benchmark import resolve_sizes
 from fedmllm.data.schema import ClientData, Sample, validate_sample
+from fedmllm.data.synthetic import ClientPlan, generate_client
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
-from fedmllm.data.synthmed.benchmark import SplitSpec, SynthBenchmark, make_sample
+from fedmllm.data.synthmed.benchmark import LESION_COUNTS, SplitSpec, SynthBenchmark, make_sample
 from fedmllm.data.synthmed.crossmodal import DEFAULT_TRAIN_SIZE, load_crossmodal_synth
 from fedmllm.data.synthmed.report import report_text
 from fedmllm.data.synthmed.scene import MODALITIES
@@ -38,17 +39,20 @@ TEXT_SPEC = SplitSpec(
     modalities=dict.fromkeys(MODALITIES, 1.0),
     organs=ORGANS_BY_MODALITY,
     styles=None,
-    lesion_counts=(0.25, 0.35, 0.25, 0.15),
+    lesion_counts=LESION_COUNTS,
     phrasing="client",
     modality_tag=TEXT,
 )
+TEXT_PLAN = ClientPlan(TEXT_SPEC, TEXT, "vqa", TEXT, _TEXT_STREAM)
 
 
-def text_sample(seed: int, stream: int, index: int, split: str) -> Sample:
+def text_sample(
+    spec: SplitSpec, seed: int, stream: int, index: int, image_size: int, split: str
+) -> Sample:
     """Text-only VQA sample ``index`` of a split: findings + question, no image."""
     # The scene is drawn (and rendered, then dropped) exactly as for an image client, so the
     # findings and the answer are both read off one scene record.
-    drawn = make_sample(TEXT_SPEC, seed, stream, index, 32, split)
+    drawn = make_sample(spec, seed, stream, index, image_size, split)
     scene = drawn.meta["scene"]
     question = f"{report_text(scene, 'public')} {drawn.question}"
     meta = {**drawn.meta, "source": NAME, "scene_modality": scene.modality}
@@ -58,35 +62,32 @@ def text_sample(seed: int, stream: int, index: int, split: str) -> Sample:
 
 
 def text_client(seed: int, train_size: int, test_size: int) -> ClientData:
-    """The text-only hospital."""
-    train = [text_sample(seed, _TEXT_STREAM, i, "train") for i in range(train_size)]
-    test = [text_sample(seed, _TEXT_STREAM + 1, i, "test") for i in range(test_size)]
-    return ClientData(TEXT, "vqa", TEXT, train, test)
+    """The text-only hospital (its scenes are drawn at 32 pixels whatever the image clients')."""
+    return generate_client(text_sample, TEXT_PLAN, seed, (train_size, test_size), 32)
 
 
 def load_crossmodal_text_synth(
     cache_dir: str | Path | None = "data",
     seed: int = 0,
-    image_size: int = 32,
-    public_size: int = 4000,
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
     modalities: list[str] | tuple[str, ...] = (*MODALITIES, TEXT),
     partition: dict[str, Any] | None = None,
+    **images: Any,
 ) -> SynthBenchmark:
     """``crossmodal_synth``'s image clients plus the text-only client.
 
     Args:
         cache_dir: Cache root of the image clients (see ``load_crossmodal_synth``).
-        seed: Non-negative seed.
-        image_size: Image side of the image clients.
-        public_size: Public pretraining split size (``fedmed_synth``'s split).
+        seed: Non-negative seed, of the image clients and of the text client.
         train_sizes: Per task (``vqa`` applies to every client) or per client id
             (``ct``, ..., ``text``); default 300.
         test_size: Test samples per client.
         modalities: Client modalities; ``text`` is the text-only client, the others are
             imaging modalities (at least one).
         partition: Optional re-partition of the image clients; the text client is kept whole.
+        **images: The image clients' ``image_size`` and ``public_size`` (the public split is
+            ``fedmed_synth``'s), as ``load_crossmodal_synth`` takes them.
 
     Returns:
         The benchmark named ``crossmodal_text_synth``; the text client comes last.
@@ -100,13 +101,12 @@ def load_crossmodal_text_synth(
     sizes = resolve_sizes(train_sizes, [(m, "vqa") for m in mods], {"vqa": DEFAULT_TRAIN_SIZE})
     bench = load_crossmodal_synth(
         cache_dir,
-        seed,
-        image_size,
-        public_size,
-        {m: sizes[m] for m in image_mods},
-        test_size,
-        image_mods,
-        partition,
+        seed=seed,
+        train_sizes={m: sizes[m] for m in image_mods},
+        test_size=test_size,
+        partition=partition,
+        modalities=image_mods,
+        **images,
     )
     clients = list(bench.clients)
     if TEXT in mods:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedmllm.data.synthetic import weighted_name
 from fedmllm.data.synthmed.anatomy import ORGANS_BY_MODALITY
 from fedmllm.data.synthmed.phrases import (
     MODALITY_WORDS,
@@ -129,10 +130,7 @@ def plan_vqa(
         modality: The scene's modality.
         organs: The organs this split shows for ``modality``.
     """
-    weights = _QTYPE_WEIGHTS[phrasing]
-    names = list(weights)
-    p = np.array([weights[n] for n in names])
-    qtype = names[rng.choice(len(names), p=p / p.sum())]
+    qtype = weighted_name(rng, _QTYPE_WEIGHTS[phrasing])
     organ = str(organs[rng.integers(len(organs))])
     any_n = int(rng.integers(0, MAX_LESIONS + 1))
     some_n = int(rng.integers(1, MAX_LESIONS + 1))

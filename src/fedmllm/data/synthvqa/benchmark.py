@@ -7,15 +7,12 @@ plan -> scene -> image -> question/answer, so every answer is true of its image.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from fedmllm.data import cache
-from fedmllm.data.benchmark import Benchmark, resolve_sizes
-from fedmllm.data.schema import ClientData, Sample, validate_sample
-from fedmllm.data.synthmed.benchmark import finish_synthetic, stack_images, to_payload
+from fedmllm.data import synthetic
+from fedmllm.data.benchmark import Benchmark
+from fedmllm.data.schema import Sample, validate_sample
 from fedmllm.data.synthvqa.questions import (
     QTYPES,
     answer,
@@ -132,10 +129,10 @@ class FedVqaSynth(Benchmark):
 def make_sample(spec: Spec, seed: int, stream: int, index: int, size: int, split: str) -> Sample:
     """Generate sample ``index`` of a split from its own random stream."""
     rng = np.random.default_rng([seed, stream, index])
-    style = str(list(spec.styles)[rng.choice(len(spec.styles), p=_p(spec.styles))])
+    style = synthetic.weighted_name(rng, spec.styles)
     strength = rng.uniform(*spec.strength)
     plan = plan_question(rng, spec.qtypes, spec.categories, spec.colors, spec.counts)
-    scene_id = f"public/{index:06d}" if split == "public" else f"{spec.name}/{split}/{index:06d}"
+    scene_id = synthetic.sample_id(spec.name, split, index)
     scene = build_scene(
         rng,
         scene_id=scene_id,
@@ -163,83 +160,12 @@ def make_sample(spec: Spec, seed: int, stream: int, index: int, size: int, split
     return sample
 
 
-def _p(weights: dict[str, float]) -> np.ndarray:
-    p = np.array(list(weights.values()), dtype=float)
-    return p / p.sum()
-
-
-def build(
-    seed: int, image_size: int, public_size: int, sizes: dict[str, int], test_size: int
-) -> tuple[FedVqaSynth, np.ndarray]:
-    """Generate everything in memory; images end up as views of one stacked array."""
-    public = [make_sample(PUBLIC, seed, 0, i, image_size, "public") for i in range(public_size)]
-    clients = []
-    for k, spec in enumerate(CLIENTS):
-        train = [
-            make_sample(spec, seed, 1 + 2 * k, i, image_size, "train")
-            for i in range(sizes[spec.name])
-        ]
-        test = [make_sample(spec, seed, 2 + 2 * k, i, image_size, "test") for i in range(test_size)]
-        style = next(iter(spec.styles))
-        clients.append(ClientData(spec.name, "vqa", style, train, test))
-    bench = FedVqaSynth(NAME, public, clients)
-    return bench, stack_images(bench, image_size)
-
-
-def from_payload(payload: dict[str, Any], images: np.ndarray) -> FedVqaSynth:
-    """Invert :func:`to_payload`."""
-
-    def decode(samples: list[dict[str, Any]]) -> list[Sample]:
-        return [cache.decode_sample(d, images, Scene.from_dict) for d in samples]
-
-    clients = [
-        ClientData(c["client_id"], c["task"], c["modality"], decode(c["train"]), decode(c["test"]))
-        for c in payload["clients"]
-    ]
-    return FedVqaSynth(payload["name"], decode(payload["public"]), clients)
-
-
-def load_fedvqa_synth(
-    cache_dir: str | Path | None = "data",
-    seed: int = 0,
-    image_size: int = 32,
-    public_size: int = 4000,
-    train_sizes: dict[str, int] | None = None,
-    test_size: int = 100,
-    partition: dict[str, Any] | None = None,
-) -> FedVqaSynth:
-    """Load ``fedvqa_synth`` from its cache, generating (and caching) it when needed.
-
-    Args:
-        cache_dir: Root of the cache (``<cache_dir>/fedvqa_synth/<hash>/``); ``None`` builds
-            in memory without caching.
-        seed: Non-negative seed; the same arguments always give the same samples.
-        image_size: Side of the square images in pixels (at least 16).
-        public_size: Samples in the public pretraining split.
-        train_sizes: Train samples per client, keyed by client id (``aqua``, ``gqa``,
-            ``vizwiz``, ``abstract``, ``cocoqa``) or by task (``vqa``: every client); keys of
-            other tasks are ignored. Defaults: Table 6 of Fed-MoLE divided by ten.
-        test_size: Test samples per client.
-        partition: Optional re-partition of the five source clients
-            (``fedmllm.data.partition`` fields); generation and cache do not depend on it.
-
-    Returns:
-        The benchmark; ``ClientData.modality`` and ``Sample.modality`` hold the visual style.
-    """
-    pairs = [(c, "vqa") for c in CLIENT_IDS]
-    sizes = resolve_sizes(train_sizes, pairs, DEFAULT_TRAIN_SIZES)
-    if seed < 0 or image_size < 16 or public_size < 0 or test_size < 0 or min(sizes.values()) < 0:
-        raise ValueError("seed and sizes must be non-negative and image_size at least 16")
-    args = {
-        "seed": int(seed),
-        "image_size": int(image_size),
-        "public_size": int(public_size),
-        "train_sizes": sizes,
-        "test_size": int(test_size),
-    }
-
-    def _build() -> tuple[FedVqaSynth, np.ndarray]:
-        return build(int(seed), int(image_size), int(public_size), sizes, int(test_size))
-
-    bench = cache.load_or_build(cache_dir, NAME, args, VERSION, _build, to_payload, from_payload)
-    return finish_synthetic(bench, partition)
+# Streams: 0 public, then two per client (train, test) in the order of CLIENTS.
+SAMPLER = synthetic.Sampler(FedVqaSynth, make_sample, PUBLIC, Scene.from_dict)
+PLANS = synthetic.plans_in_order(CLIENTS, lambda _spec: "vqa", lambda spec: next(iter(spec.styles)))
+FEDVQA_SYNTH = synthetic.Generator(NAME, VERSION, SAMPLER, lambda _args: PLANS, DEFAULT_TRAIN_SIZES)
+# The loader (``configs/benchmark/fedvqa_synth.yaml``): ``train_sizes`` keyed by client id
+# (``aqua``, ``gqa``, ``vizwiz``, ``abstract``, ``cocoqa``) or by task (``vqa``: every client),
+# default Table 6 of Fed-MoLE divided by ten. ``ClientData.modality`` and ``Sample.modality``
+# hold the visual style.
+load_fedvqa_synth = FEDVQA_SYNTH.load

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from fedmllm.data.synthetic import weighted_name
 from fedmllm.data.synthvqa.scene import CATEGORIES, COLORS, MAX_OBJECTS, PLURALS, Scene, half, side
 
 QTYPES = ("yesno", "count", "color", "location", "object")
@@ -114,14 +115,6 @@ class Plan:
     axis: str | None = None
 
 
-def _draw(
-    rng: np.random.Generator, weights: dict[str, float], exclude: tuple[str, ...] = ()
-) -> str:
-    names = [n for n in weights if n not in exclude]
-    p = np.array([weights[n] for n in names], dtype=float)
-    return names[rng.choice(len(names), p=p / p.sum())]
-
-
 def _others(
     rng: np.random.Generator,
     n: int,
@@ -133,8 +126,8 @@ def _others(
     """``n`` distractors, none matching ``bad = (category, color)`` (``None`` = any)."""
     out = []
     while len(out) < n:
-        cat = _draw(rng, categories, exclude_category)
-        col = _draw(rng, colors)
+        cat = weighted_name(rng, categories, exclude_category)
+        col = weighted_name(rng, colors)
         if (bad[0] is None or cat == bad[0]) and (bad[1] is None or col == bad[1]):
             continue
         out.append((cat, col))
@@ -157,14 +150,14 @@ def plan_question(
         colors: Colour -> weight.
         counts: Weights of the answers zero..three of counting questions.
     """
-    qtype = _draw(rng, qtypes)
-    cat, col = _draw(rng, categories), _draw(rng, colors)
+    qtype = weighted_name(rng, qtypes)
+    cat, col = weighted_name(rng, categories), weighted_name(rng, colors)
     extra = int(rng.integers(0, MAX_OBJECTS - 1))  # 0..2 distractors
     if qtype == "count":
         n = int(rng.choice(len(counts), p=np.asarray(counts) / np.sum(counts)))
         extra = max(extra, 1 if n == 0 else 0)
         extra = min(extra, MAX_OBJECTS - n)
-        targets = [(cat, _draw(rng, colors)) for _ in range(n)]
+        targets = [(cat, weighted_name(rng, colors)) for _ in range(n)]
         return Plan(qtype, targets + _others(rng, extra, categories, colors, (cat, None)), cat)
     if qtype == "yesno":
         probe_color = col if rng.random() < 0.5 else None

@@ -16,11 +16,9 @@ at twice the resolution and averaged down, so small outlines stay clean at 32x32
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 
-from fedmllm.data.synthmed.render import gaussian_blur
+from fedmllm.data.synthmed.render import gaussian_blur, pixel_grid
 from fedmllm.data.synthvqa.scene import COLORS, Scene
 from fedmllm.data.synthvqa.shapes import outline, shape_masks
 
@@ -28,14 +26,6 @@ STYLES = ("art", "photo", "blurry", "cartoon", "object")
 _SUPER = 2
 _DARK = np.array([0.12, 0.12, 0.12])
 _LIGHT = np.array([0.93, 0.93, 0.93])
-
-
-@lru_cache(maxsize=8)
-def _grid(n: int) -> tuple[np.ndarray, np.ndarray]:
-    y, x = np.mgrid[0:n, 0:n].astype(float) + 0.5
-    x.flags.writeable = False
-    y.flags.writeable = False
-    return x, y
 
 
 def draw_params(rng: np.random.Generator, style: str, strength: float) -> dict[str, float]:
@@ -62,7 +52,7 @@ def draw_params(rng: np.random.Generator, style: str, strength: float) -> dict[s
 
 
 def _background(scene: Scene, rng: np.random.Generator, n: int) -> np.ndarray:
-    p, x, y = scene.params, *_grid(n)
+    p, x, y = scene.params, *pixel_grid(n)
     img = np.zeros((n, n, 3))
     if scene.style == "art":
         img[:] = p["canvas"] * np.array([1.0, 0.93, 0.8])
@@ -87,7 +77,7 @@ def _background(scene: Scene, rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _paint_objects(img: np.ndarray, scene: Scene, rng: np.random.Generator, n: int) -> None:
-    x, y = _grid(n)
+    x, y = pixel_grid(n)
     f = n / scene.image_size
     for t in scene.things:
         body, dark, light = shape_masks(
@@ -111,7 +101,7 @@ def _art(img: np.ndarray, scene: Scene, rng: np.random.Generator, n: int) -> np.
     p = scene.params
     # Brush strokes: noise smeared along the stroke direction, multiplied into the paint.
     strokes = gaussian_blur(rng.normal(size=(n, n)), p["smear"] * n / 32)
-    x, y = _grid(n)
+    x, y = pixel_grid(n)
     along = np.cos(p["angle"]) * x + np.sin(p["angle"]) * y
     strokes = strokes + 0.5 * np.sin(along * 1.3)
     img = img * (1.0 + p["texture"] * strokes[..., None])
