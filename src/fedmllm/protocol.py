@@ -21,6 +21,12 @@ import torch
 
 from fedmllm.types import AdapterState
 
+Batches = Iterator[dict[str, Any]]
+"""A client's endless, seeded stream of training batches."""
+LrAt = Callable[[int], float]
+"""The learning rate of local step i of the round."""
+Optimizer = torch.optim.Optimizer
+
 
 class Engine(Protocol):
     """One frozen base model with its collators, shared by all clients."""
@@ -69,12 +75,7 @@ class FederatedMethod(ABC):
 
     @abstractmethod
     def local_update(
-        self,
-        fabric: Any,
-        batches: Iterator[dict[str, Any]],
-        num_steps: int,
-        optimizer: torch.optim.Optimizer,
-        lr_at: Callable[[int], float],
+        self, fabric: Any, batches: Batches, num_steps: int, optimizer: Optimizer, lr_at: LrAt
     ) -> dict[str, float]:
         """Run ``num_steps`` local steps; ``lr_at(i)`` is the learning rate of local step i."""
 

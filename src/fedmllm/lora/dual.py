@@ -9,6 +9,8 @@ every decoding step of its own row.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,16 +32,9 @@ class DualLoRALinear(LoRALinear):
         local_lora_B: The local adapter's B (zeros).
     """
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        r: int,
-        alpha: float,
-        dropout: float = 0.0,
-        use_rslora: bool = False,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(base_layer, r, alpha, dropout, use_rslora, dtype)
+    def __init__(self, base_layer: nn.Linear, *args: Any, **kwargs: Any) -> None:
+        super().__init__(base_layer, *args, **kwargs)
+        r = self.r
         factory = {"device": self.lora_A.weight.device, "dtype": self.lora_A.weight.dtype}
         self.local_lora_A, self.local_lora_B = low_rank_factors(
             self.in_features, self.out_features, r, **factory

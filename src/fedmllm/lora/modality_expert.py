@@ -33,7 +33,7 @@ Route = list[tuple[str, torch.Tensor | None]]
 """(modality, row indices) per modality present in a batch; ``None`` means every row."""
 
 
-def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     mods = tuple(str(m) for m in modalities)
     if not mods:
         raise ValueError("modality-expert LoRA needs at least one modality")
@@ -79,7 +79,7 @@ class ModalityExpertLinear(AdapterLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(base_layer)
-        self.modalities = _check_modalities(modalities)
+        self.modalities = check_modalities(modalities)
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
         self.scaling = lora_scaling(alpha, r, use_rslora)
         self.lora_dropout = adapter_dropout(dropout)
@@ -203,7 +203,7 @@ def inject_modality_experts(
     Returns:
         The sorted dotted names of the replaced modules.
     """
-    mods = _check_modalities(modalities)
+    mods = check_modalities(modalities)
 
     def factory(_name: str, linear: nn.Linear) -> AdapterLayer:
         return ModalityExpertLinear(linear, mods, **layer_args)

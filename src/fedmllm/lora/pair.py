@@ -75,10 +75,9 @@ class LowRankPair(nn.Module):
         in_features: Input width.
         out_features: Output width.
         r: Rank, positive.
-        device: Where the factors live.
-        dtype: Factor dtype.
         init: Initialise now; ``False`` leaves the draw to the owner (Fed-MoLE initialises its
             routed experts after its router, keeping its historical random stream).
+        **factory: ``device`` and ``dtype`` of the factors.
 
     Attributes:
         lora_A: ``in_features -> r``.
@@ -86,16 +85,10 @@ class LowRankPair(nn.Module):
     """
 
     def __init__(
-        self,
-        in_features: int,
-        out_features: int,
-        r: int,
-        device: torch.device | None = None,
-        dtype: torch.dtype | None = None,
-        init: bool = True,
-    ) -> None:
+        self, in_features: int, out_features: int, r: int, *, init: bool = True, **factory
+    ):
         super().__init__()
-        self.lora_A, self.lora_B = low_rank_factors(in_features, out_features, r, device, dtype)
+        self.lora_A, self.lora_B = low_rank_factors(in_features, out_features, r, **factory)
         if init:
             self.reset_lora_parameters()
 

@@ -25,7 +25,7 @@ may freeze parameters for good in its constructor (FFA-LoRA's A).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, ClassVar
 
@@ -37,8 +37,8 @@ from fedmllm.lora import get_adapter_state, set_adapter_state
 from fedmllm.lora.base_weights import add_to_base_weights, get_base_weights, set_base_weights
 from fedmllm.lora.rank import A_SUFFIX, B_SUFFIX
 from fedmllm.methods.addons import LocalAddon, make_addons
-from fedmllm.methods.local_record import LocalRecord
-from fedmllm.protocol import FederatedMethod
+from fedmllm.methods.local_loop import run_local_update
+from fedmllm.protocol import Batches, FederatedMethod, LrAt, Optimizer
 from fedmllm.types import AdapterState
 
 ADAPTER = "adapter"
@@ -96,7 +96,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         self.weight_decay, self.grad_clip, self.grad_accum = weight_decay, grad_clip, grad_accum
         self.proximal_mu, self.scaffold = float(proximal_mu), bool(scaffold)
         self.shared_groups: frozenset[str] = frozenset({ADAPTER})
-        self._round = (0, 1)
+        self.current_round = (0, 1)  # (round, rounds) for trainable_groups
         self._trainable: dict[str, torch.nn.Parameter] | None = None
         self._groups: dict[str, list[torch.nn.Parameter]] = {}
         self._addons: list[LocalAddon] = []
@@ -269,7 +269,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
     # ------------------------------------------------------------------ client hooks
     def begin_round(self, round_idx: int, num_rounds: int) -> None:
         """Remember the round (for :meth:`trainable_groups`)."""
-        self._round = (round_idx, num_rounds)
+        self.current_round = (round_idx, num_rounds)
 
     def begin_client(self, client_id: str, extras: AdapterState) -> None:
         """Pass the server's broadcast to the add-ons."""
@@ -311,79 +311,12 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         params = [p for p in self.model.parameters() if p.requires_grad]
         return torch.optim.AdamW(params, lr=1.0, weight_decay=self.weight_decay)
 
-    def step_loss(self, fabric: Any, batch: dict[str, Any], step: int) -> tuple[Any, float]:
-        """The step's total loss (task + family + add-on terms) and its task part."""
-        with fabric.autocast():
-            loss = self.local_loss(batch, step)
-            total = loss
-            extra = self.extra_loss()
-            if extra is not None:
-                total = total + extra
-            for addon in self._addons:
-                term = addon.loss_term()
-                if term is not None:
-                    total = total + term
-        return total, loss.item()
-
     def local_update(
-        self,
-        fabric: Any,
-        batches: Iterator[dict[str, Any]],
-        num_steps: int,
-        optimizer: torch.optim.Optimizer,
-        lr_at: Callable[[int], float],
+        self, fabric: Any, batches: Batches, num_steps: int, optimizer: Optimizer, lr_at: LrAt
     ) -> dict[str, float]:
-        """``num_steps`` optimiser steps of the schedule's groups at the run's learning rate.
-
-        Each step draws ``grad_accum`` micro-batches; the groups it trains are
-        ``trainable_groups(step, ...)`` ∩ what its batches reach, and a step that could train
-        nothing is skipped (a text-only batch in stage I).
-        """
-        self._ensure_ready()
-        assert self._trainable is not None
+        """``num_steps`` optimiser steps of the schedule's groups (``methods/local_loop.py``)."""
         self.train()
-        self.begin_local(num_steps)
-        for addon in self._addons:
-            addon.begin_local(self._trainable)
-        record = LocalRecord()
-        params = [p for g in optimizer.param_groups for p in g["params"]]
-        active: frozenset[str] | None = None
-        try:
-            for step in range(num_steps):
-                micro = [fabric.to_device(next(batches)) for _ in range(self.grad_accum)]
-                reach = [self.groups_reached(b) for b in micro]
-                wanted = self.trainable_groups(step, num_steps, *self._round)
-                groups = wanted & frozenset().union(*reach)
-                if not groups:
-                    record.skip()
-                    continue
-                if groups != active:
-                    self.set_trainable(groups)
-                    active = groups
-                lr = lr_at(step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                optimizer.zero_grad(set_to_none=True)
-                losses = []
-                for batch, reached in zip(micro, reach, strict=True):
-                    if not reached & groups:
-                        continue  # nothing it could train: no graph to differentiate
-                    total, loss = self.step_loss(fabric, batch, step)
-                    fabric.backward(total if self.grad_accum == 1 else total / self.grad_accum)
-                    losses.append(loss)
-                if self.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, self.grad_clip)
-                optimizer.step()
-                for addon in self._addons:
-                    addon.after_step(lr)
-                record.add(sum(losses) / len(losses), lr, self.phase_name(step, num_steps))
-        finally:
-            for p in self._trainable.values():
-                p.requires_grad_(True)
-            self.end_local()
-        for addon in self._addons:
-            addon.end_local(record.lr_sum)
-        return {**record.metrics(), **self.local_metrics()}
+        return run_local_update(self, fabric, batches, num_steps, optimizer, lr_at)
 
     # ------------------------------------------------------------------ inference
     @torch.no_grad()

@@ -82,25 +82,29 @@ class LoRAMethod(AdapterMethod):
         if share not in SHARE_MODES:
             raise ValueError(f"method.share must be one of {SHARE_MODES}, got {share!r}")
         self.share = share
-        self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
+        self.r, self.alpha, self.dropout, self.use_rslora = r, alpha, dropout, use_rslora
         self.client_ranks = check_client_ranks(client_ranks, r)
         if self.client_ranks is not None and self.scaffold:
             raise ValueError("SCAFFOLD does not support method.client_ranks (one rank for all)")
         self._rank: int | None = None  # the current client's rank; None means r
         self.shared_groups = frozenset({FACTOR_A, FACTOR_B, OTHER} if share == "all" else ())
-        self.adapted_modules = self._inject(list(target_modules), module_filter, dropout)
+        self.adapted_modules = self._inject(
+            list(target_modules), module_filter, self._layer_factory(dropout)
+        )
 
-    def _inject(self, target_modules: list[str], module_filter: str | None, dropout: float):
-        """Put the adapters into the model, built by :meth:`_layer_factory`."""
+    def _inject(
+        self, target_modules: list[str], module_filter: str | None, factory: Any = None
+    ) -> list[str]:
+        """Put adapters built by ``factory`` (plain LoRA when None) on the targets."""
         return inject_lora(
             self.model,
             target_modules,
             r=self.r,
             alpha=self.alpha,
-            dropout=dropout,
+            dropout=self.dropout,
             use_rslora=self.use_rslora,
             module_filter=module_filter,
-            layer_factory=self._layer_factory(dropout),
+            layer_factory=factory,
         )
 
     def _layer_factory(self, dropout: float) -> Any:

@@ -18,10 +18,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import torch
+
 from fedmllm import compat
 from fedmllm.lora.modality_expert import (
+    ModalityExpertLinear,
+    check_modalities,
     expert_modality,
-    inject_modality_experts,
     modality_routing,
 )
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
@@ -85,7 +88,7 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
         **kwargs: Any,
     ) -> None:
         # Read by the injection hooks, which the parent constructor calls.
-        self.modalities = tuple(str(m) for m in modalities)
+        self.modalities = check_modalities(modalities)
         self.shared_expert = shared_expert
         self.experts_in_encoder = experts_in_encoder
         super().__init__(engine, list(target_modules), name=name, **kwargs)
@@ -93,23 +96,21 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
             engine.collator = ModalityTaggedCollator(engine.collator)
         self._counts: dict[str, int] = {}
 
-    def _experts(self, targets: list[str], module_filter: str | None) -> list[str]:
-        return inject_modality_experts(
-            self.model,
-            targets,
-            self.modalities,
-            shared_expert=self.shared_expert,
-            module_filter=module_filter,
-            **self.lora_args,
-        )
+    def _layer_factory(self, dropout: float) -> Any:
+        """Modality experts instead of plain LoRA on the LLM's targets."""
 
-    def _inject_llm(self, targets: list[str], module_filter: str | None) -> list[str]:
-        return self._experts(targets, module_filter)
+        def factory(_name: str, linear: torch.nn.Linear) -> ModalityExpertLinear:
+            return ModalityExpertLinear(
+                linear, self.modalities, self.r, self.alpha, dropout, self.use_rslora,
+                self.shared_expert,
+            )  # fmt: skip
+
+        return factory
 
     def _inject_encoder(self, targets: list[str], module_filter: str | None) -> list[str]:
-        if self.experts_in_encoder:
-            return self._experts(targets, module_filter)
-        return super()._inject_encoder(targets, module_filter)
+        if not self.experts_in_encoder:
+            return super()._inject_encoder(targets, module_filter)
+        return self._inject(targets, module_filter, self._layer_factory(self.dropout))
 
     def forward_context(self, batch: dict[str, Any]) -> AbstractContextManager[Any]:
         """Route each row through its modality's expert."""

@@ -101,17 +101,10 @@ class MoLEMethod(AdapterMethod):
         self.phase1_fraction = phase1_fraction
         self.balance_loss_coef = balance_loss_coef
         self.num_experts = num_experts
+        lora = {"r": r, "alpha": alpha, "dropout": dropout, "use_rslora": use_rslora}
+        sizes = {"num_experts": num_experts, "top_k": top_k}
         self.mole_modules, self.lora_modules = inject_mole(
-            self.model,
-            list(mole_targets),
-            list(lora_targets),
-            module_filter,
-            r=r,
-            alpha=alpha,
-            num_experts=num_experts,
-            top_k=top_k,
-            dropout=dropout,
-            use_rslora=use_rslora,
+            self.model, list(mole_targets), list(lora_targets), module_filter, **lora, **sizes
         )
         self.adapted_modules = sorted(self.mole_modules + self.lora_modules)
         self.shared_groups = SHARE_MODES[share]

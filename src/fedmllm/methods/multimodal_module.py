@@ -16,9 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fedmllm.lora import adapter_parameter_names, inject_lora
+from fedmllm.lora import adapter_parameter_names
 from fedmllm.lora.modules_to_save import wrap_modules_to_save
-from fedmllm.methods.base import AdapterMethod
+from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.stage_schedule import (
     ALL_GROUPS,
     IMAGE_SIDE,
@@ -28,20 +28,16 @@ from fedmllm.methods.stage_schedule import (
     StageSchedule,
 )
 
-SHARE_MODES = ("all", "none")
 
-
-class MultimodalLoRAMethod(AdapterMethod):
+class MultimodalLoRAMethod(LoRAMethod):
     """LoRA on LLM (+ encoder), optional trainable projector, optional stage schedule.
+
+    Parameter groups are ``encoder``, ``projector`` and ``llm`` (by module path).
 
     Args:
         engine: The shared engine; its ``model`` receives the adapters.
-        target_modules: Leaf names of the LLM linears to adapt.
-        module_filter: Regex selecting the LLM's modules (keeps LLM LoRA out of the tower).
-        r: LoRA rank (LLM and encoder).
-        alpha: LoRA alpha.
-        dropout: Dropout on the LoRA input.
-        use_rslora: rsLoRA scaling ``alpha / sqrt(r)``.
+        target_modules: Leaf names of the LLM linears to adapt (``module_filter`` keeps this
+            LoRA out of the tower).
         encoder_target_modules: Leaf names of vision-tower linears to adapt (None: no encoder
             LoRA), e.g. ``[q_proj, k_proj, v_proj, out_proj, fc1, fc2]``.
         encoder_module_filter: Regex selecting the vision tower's modules.
@@ -50,37 +46,27 @@ class MultimodalLoRAMethod(AdapterMethod):
         stage_schedule: ``{mode, tau, switch_round_frac}`` (see ``StageSchedule``); None
             trains every group at every step.
         group_patterns: ``{encoder, projector}`` regexes that place parameters in groups.
-        share: ``"all"`` sends what the client's data reached; ``"none"`` sends nothing.
         name: The method's name in logs and results.
-        **base_args: :class:`AdapterMethod`'s (``pooled``, ``weight_decay``, ``grad_clip``,
-            ``grad_accum``, ``proximal_mu``, ``scaffold``).
+        **lora_args: :class:`LoRAMethod`'s (rank, alpha, dropout, rsLoRA, ``share``: ``"all"``
+            sends what the client's data reached, ``"none"`` nothing; and the base's).
     """
+
+    probes_paths = False
 
     def __init__(
         self,
         engine: Any,
         target_modules: list[str],
-        module_filter: str | None = "language_model",
-        r: int = 8,
-        alpha: float = 16.0,
-        dropout: float = 0.05,
-        use_rslora: bool = False,
         encoder_target_modules: list[str] | None = None,
         encoder_module_filter: str | None = "vision_tower",
         projector_modules: list[str] | None = None,
         projector_module_filter: str | None = "multi_modal_projector",
         stage_schedule: dict[str, Any] | StageSchedule | None = None,
         group_patterns: dict[str, str] | None = None,
-        share: str = "all",
         name: str = "lora_2stage",
-        **base_args: Any,
+        **lora_args: Any,
     ) -> None:
-        super().__init__(engine, name=name, **base_args)
-        if share not in SHARE_MODES:
-            raise ValueError(f"method.share must be one of {SHARE_MODES}, got {share!r}")
-        self.share = share
-        self.lora_args = {"r": r, "alpha": alpha, "dropout": dropout, "use_rslora": use_rslora}
-        self.adapted_modules = self._inject_llm(list(target_modules), module_filter)
+        super().__init__(engine, list(target_modules), name=name, **lora_args)
         if encoder_target_modules:
             self.adapted_modules += self._inject_encoder(
                 list(encoder_target_modules), encoder_module_filter
@@ -90,19 +76,14 @@ class MultimodalLoRAMethod(AdapterMethod):
                 self.model, list(projector_modules), projector_module_filter
             )
         self.patterns = GroupPatterns(**(group_patterns or {}))
-        self.shared_groups = frozenset(ALL_GROUPS) if share == "all" else frozenset()
+        self.shared_groups = frozenset(ALL_GROUPS) if self.share == "all" else frozenset()
         self.schedule = StageSchedule.from_config(stage_schedule)
         self._check_schedule()
         self._reached: set[str] | None = None  # None: before any local update, all is sent
 
-    # ------------------------------------------------------------------ construction hooks
-    def _inject_llm(self, targets: list[str], module_filter: str | None) -> list[str]:
-        """Put the LLM-side adapters in (plain LoRA here; modality experts override)."""
-        return inject_lora(self.model, targets, module_filter=module_filter, **self.lora_args)
-
     def _inject_encoder(self, targets: list[str], module_filter: str | None) -> list[str]:
         """Put the vision-encoder adapters in (plain LoRA)."""
-        return inject_lora(self.model, targets, module_filter=module_filter, **self.lora_args)
+        return self._inject(targets, module_filter)
 
     def _check_schedule(self) -> None:
         if self.schedule is None or self.schedule.mode == "simultaneous":
