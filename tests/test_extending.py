@@ -45,7 +45,9 @@ def walkthrough(tmp_path_factory, cache_dir) -> tuple[Path, list[Path]]:
     for i, command in enumerate(commands):
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
         argv = shlex.split(command.replace("$PWD", str(root)))
-        env.update(dict(a.split("=", 1) for a in argv if re.match(r"^[A-Z]+=", a)))
+        for name, value in (a.split("=", 1) for a in argv if re.match(r"^[A-Z]+=", a)):
+            # Prepended, so that fedmllm itself stays where this test session found it.
+            env[name] = os.pathsep.join(filter(None, [value, env.get(name)]))
         argv = [a for a in argv if not re.match(r"^[A-Z]+=", a)]
         out = root / f"run{i}"
         argv = [sys.executable, *argv[1:], "debug=smoke", "threads=1", "logger=none"]
