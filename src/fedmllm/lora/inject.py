@@ -178,6 +178,7 @@ def inject_lora(
             see :func:`replace_linear_layers`.
     """
     if layer_factory is None:
+
         def layer_factory(_name: str, linear: nn.Linear) -> AdapterLayer:
             return LoRALinear(linear, **lora_args)
 
