@@ -10,17 +10,10 @@ import torch
 from toy_engine import FakeFabric, lora_kwargs, toy_batches, toy_engine
 
 from fedmllm.lora.layers import LoRALinear
-from fedmllm.methods import (
-    FedProxMethod,
-    FedSALoRAMethod,
-    FFALoRAMethod,
-    FRLoRAMethod,
-    LoRAMethod,
-    ScaffoldMethod,
-)
-from fedmllm.methods.fedprox import proximal_term
+from fedmllm.methods import FedSALoRAMethod, FFALoRAMethod, FRLoRAMethod, LoRAMethod
+from fedmllm.methods.addons import CK_PREFIX, ProximalTerm, proximal_term
 from fedmllm.methods.frlora import pissa_factors
-from fedmllm.methods.scaffold import CK_PREFIX
+from fedmllm.methods.local_loop import step_loss
 
 
 def _randomise_lora(method, seed: int, scale: float = 0.3) -> None:
@@ -34,9 +27,11 @@ def _randomise_lora(method, seed: int, scale: float = 0.3) -> None:
 # ----------------------------------------------------------------------------- FedProx
 def test_fedprox_gradient_is_task_gradient_plus_mu_times_distance_to_global():
     mu = 0.1
-    method = FedProxMethod(toy_engine(), mu=mu, **lora_kwargs())
+    method = LoRAMethod(toy_engine(), proximal_mu=mu, **lora_kwargs())
     _randomise_lora(method, 0)
-    method.begin_local(None, 1)  # snapshots the global parameters
+    (prox,) = method.addons
+    assert isinstance(prox, ProximalTerm)
+    prox.begin_local(method.trainable_parameters())  # snapshots the global parameters
     anchor = {k: p.detach().clone() for k, p in method.trainable_parameters().items()}
     with torch.no_grad():  # local training has moved the parameters
         for p in method.trainable_parameters().values():
@@ -44,7 +39,7 @@ def test_fedprox_gradient_is_task_gradient_plus_mu_times_distance_to_global():
     batch = next(toy_batches(1))
     params = method.trainable_parameters()
 
-    total = method.local_loss(batch, 0)
+    total, _ = step_loss(method, FakeFabric(), batch, 0)
     g_total = torch.autograd.grad(total, list(params.values()))
     plain = method.training_step(batch)
     g_plain = torch.autograd.grad(plain, list(params.values()))
@@ -70,7 +65,7 @@ def test_proximal_term_from_detached_current_params_would_have_no_gradient():
 # ----------------------------------------------------------------------------- SCAFFOLD
 @pytest.mark.parametrize("rates", [[0.1, 0.1, 0.1], [0.2, 0.05, 0.1]])
 def test_scaffold_local_update_matches_a_hand_written_loop(rates):
-    method = ScaffoldMethod(toy_engine(), weight_decay=0.0, **lora_kwargs())
+    method = LoRAMethod(toy_engine(), scaffold=True, weight_decay=0.0, **lora_kwargs())
     _randomise_lora(method, 1)
     params = method.trainable_parameters()
     g = torch.Generator().manual_seed(2)
@@ -106,7 +101,7 @@ def test_scaffold_local_update_matches_a_hand_written_loop(rates):
 def test_scaffold_with_zero_controls_is_plain_local_training():
     # c = c_k = 0 (the start): the correction is a no-op, so it equals LoRAMethod's loop.
     plain = LoRAMethod(toy_engine(), **lora_kwargs())
-    scaffold = ScaffoldMethod(toy_engine(), **lora_kwargs())
+    scaffold = LoRAMethod(toy_engine(), scaffold=True, **lora_kwargs())
     for m in (plain, scaffold):
         _randomise_lora(m, 4)
         m.begin_client("c0", {})
@@ -237,16 +232,13 @@ def test_scaffold_server_averages_models_and_moves_c_by_mean_delta_over_all_clie
 
 
 def test_composition_root_checks_client_ranks_and_fills_scaffold_client_count():
-    from types import SimpleNamespace
-
     from fedmllm.aggregators.scaffold import Scaffold
     from fedmllm.build import _bind_federation
 
+    typo = LoRAMethod(toy_engine(), client_ranks={"vqa": 2, "vqq": 1}, **lora_kwargs(r=3))
     with pytest.raises(ValueError, match=r"\['vqq'\].*\['vqa', 'report'\]"):
-        _bind_federation(
-            SimpleNamespace(client_ranks={"vqa": 4, "vqq": 2}), None, ["vqa", "report"]
-        )
+        _bind_federation(typo, None, ["vqa", "report"])
     agg, fixed = Scaffold(), Scaffold(num_clients=7)
     for a in (agg, fixed):
-        _bind_federation(SimpleNamespace(client_ranks=None), a, ["a", "b", "c"])
+        _bind_federation(LoRAMethod(toy_engine(), **lora_kwargs()), a, ["a", "b", "c"])
     assert (agg.num_clients, fixed.num_clients) == (3, 7)

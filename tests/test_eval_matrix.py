@@ -17,9 +17,10 @@ from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.config import Client
 from fedmllm.federation.evaluation import GLOBAL_MODEL
 from fedmllm.metrics import METRIC_KEYS
+from fedmllm.protocol import FederatedMethod
 
 
-class DigitMethod:
+class DigitMethod(FederatedMethod):
     """Answers every question with its private tensor ``p`` written as a number.
 
     Local training sets ``p`` (private) and ``s`` (shared) to the client's number ``k``, read

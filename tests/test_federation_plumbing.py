@@ -11,7 +11,7 @@ from fedmllm.aggregators.functional import client_weights, weighted_mean
 from fedmllm.aggregators.scaffold import Scaffold
 from fedmllm.federation.checkpoint import save_checkpoint
 from fedmllm.lora.rank import pad_rank
-from fedmllm.methods import FedSALoRAMethod, FFALoRAMethod, LoRAMethod, ScaffoldMethod
+from fedmllm.methods import FedSALoRAMethod, FFALoRAMethod, LoRAMethod
 from fedmllm.types import state_nbytes
 
 
@@ -104,7 +104,7 @@ def test_ffa_sends_only_b_and_a_is_the_same_everywhere_after_rounds(tmp_path):
 
 
 def test_scaffold_control_variate_goes_down_and_deltas_come_up(tmp_path):
-    method = ScaffoldMethod(toy_engine(), **lora_kwargs())
+    method = LoRAMethod(toy_engine(), scaffold=True, **lora_kwargs())
     seen_updates = []
 
     class SpyScaffold(Scaffold):

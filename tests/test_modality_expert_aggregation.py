@@ -55,11 +55,20 @@ def test_each_expert_is_the_mean_over_its_holders_weighted_by_their_samples_of_i
 
 
 def test_an_expert_without_its_fraction_or_an_unknown_key_is_refused():
+    good = ClientUpdate("b", {CT: _t(3.0)}, 10, {"modality_frac/ct": 1.0})
     bad = ClientUpdate("a", {CT: _t(1.0)}, 10, {"loss": 1.0})
     with pytest.raises(KeyError, match="modality_frac/ct"):
-        ExpertAware().aggregate({CT: _t(0.0)}, [bad], 0)
+        ExpertAware().aggregate({CT: _t(0.0)}, [good, bad], 0)
     with pytest.raises(KeyError, match="global state lacks"):
         ExpertAware().aggregate({SH: _t(0.0)}, _updates()[:1], 0)
+
+
+def test_experts_no_sender_reports_a_modality_for_are_averaged_by_samples():
+    # Fed-MoLE M1 sends its routed experts ``experts.<i>``: no modality, so weights n_k.
+    routed = "layers.0.mlp.up_proj.experts.0.lora_A.weight"
+    ups = [ClientUpdate("a", {routed: _t(1.0)}, 30), ClientUpdate("b", {routed: _t(5.0)}, 10)]
+    out = ExpertAware().aggregate({routed: _t(0.0)}, ups, 0)
+    assert torch.allclose(out[routed], _t((30 * 1.0 + 10 * 5.0) / 40))
 
 
 class Recording(ExpertAware):

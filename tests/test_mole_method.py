@@ -135,7 +135,9 @@ def test_v1_trains_everything_jointly() -> None:
 def test_every_adapter_is_trainable_again_after_a_local_update() -> None:
     method = make_mole()
     changed_kinds(method)
-    assert all(p.requires_grad for n, p in method.model.named_parameters() if n in method.groups)
+    groups = method.parameter_groups()
+    assert set(groups.values()) == {"shared", "lora", "routed", "router"}
+    assert all(p.requires_grad for n, p in method.model.named_parameters() if n in groups)
 
 
 def test_phase_plan_splits_steps_and_gives_empty_phases_away() -> None:

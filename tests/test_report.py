@@ -17,6 +17,15 @@ from fedmllm.report.curves import drift_series, mean_series, train_loss
 from fedmllm.report.export import comparison_csv, costs_csv, to_latex, to_markdown
 
 CLIENTS = {"vqa": ("vqa", "em"), "report": ("report", "rougeL")}
+# What train.py writes for these methods (their configs' display_name / report_group).
+LABELS = {
+    "standalone": ("Standalone", "Reference"),
+    "centralized": ("Centralized", "Reference"),
+    "fedavg": ("FedAvg", "Global"),
+    "fedprox": ("FedProx", "Global"),
+    "fedsa": ("FedSA-LoRA", "Personalised"),
+    "mole": ("Fed-MoLE", "Ours"),
+}
 
 
 def write_run(
@@ -42,8 +51,11 @@ def write_run(
         }
         for cid, v in scores.items()
     }
+    display, group = LABELS.get(method, (method, "Other"))
     results = {
         "method": method,
+        "display_name": display,
+        "method_group": group,
         "benchmark": "bench",
         "seed": seed,
         "rounds": rounds,

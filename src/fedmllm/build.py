@@ -15,9 +15,11 @@ from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from fedmllm import compat
+from fedmllm.configs import CONFIG_DIR
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.config import Client
 from fedmllm.utils.threads import resolve_threads
@@ -34,18 +36,42 @@ def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
 def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> None:
     """Check per-client options against the real client ids; tell the server its client count.
 
-    ``method.client_ranks`` must name existing clients (a typo would silently give r_max);
-    a rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
+    The method refuses options naming clients the run does not have (``bind_clients``); a
+    rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
     """
-    ranks = getattr(method, "client_ranks", None) or {}
-    unknown = sorted(set(ranks) - set(client_ids))
-    if unknown:
-        raise ValueError(
-            f"method.client_ranks names clients {unknown} that this run does not have; "
-            f"its training clients are {client_ids}"
-        )
+    method.bind_clients(client_ids)
     if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
         aggregator.num_clients = len(client_ids)
+
+
+def rule_catalogue(config_dir: Path = CONFIG_DIR) -> dict[str, tuple[Any, Any]]:
+    """``aggregator=<name>`` -> (requires, provides) of every packaged rule config, read from
+    the classes (nothing is instantiated)."""
+    out = {}
+    for path in sorted((config_dir / "aggregator").glob("*.yaml")):
+        rule = get_class(OmegaConf.load(path)["_target_"])
+        out[path.stem] = (rule.requires, rule.provides)
+    return out
+
+
+def check_pair(method: Any, rule_cfg: DictConfig) -> None:
+    """Refuse a method and a server rule that do not belong together, before the rule is built.
+
+    Raises:
+        ValueError: One sentence naming what is missing and the rules that fit.
+    """
+    rule = get_class(rule_cfg["_target_"])
+    why = compat.refusal(
+        method.name,
+        rule.name,
+        method.offers(),
+        method.needs(),
+        rule.requires,
+        rule.provides,
+        rule_catalogue(),
+    )
+    if why is not None:
+        raise ValueError(why)
 
 
 @dataclass
@@ -73,6 +99,7 @@ def build_components(cfg: DictConfig) -> Components:
     # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
     L.seed_everything(cfg.seed, verbose=False)
     method = instantiate(cfg.method, _partial_=True)(engine=engine)
+    check_pair(method, cfg.aggregator)
     aggregator = instantiate(cfg.aggregator)
     fed_cfg = FederationConfig(
         **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed

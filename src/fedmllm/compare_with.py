@@ -3,8 +3,9 @@
 An experiment may name baselines (``compare_with``) that the composition root runs before
 it on the same benchmark, model, federation settings and seed. A baseline's config is the
 run's own config with the ``method`` and ``aggregator`` nodes replaced by the named config
-groups (composed by Hydra, so their defaults lists apply), plus ``compare_method_overrides``
-(e.g. the same target modules and rank as the compared method). A finished run whose
+groups (composed by Hydra, so their defaults lists apply), with the compared method's adapter
+block (``configs/method/blocks/adapter.yaml``: rank, alpha, dropout, optimisation) and
+``compare_method_overrides`` (e.g. the same target modules). A finished run whose
 resolved config matches on :data:`COMPARED_KEYS` is reused instead of being trained again.
 """
 
@@ -20,7 +21,7 @@ from typing import Any
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from fedmllm.configs import compose_train
+from fedmllm.configs import CONFIG_DIR, compose_train
 from fedmllm.run_files import RESULTS_FILE
 
 log = logging.getLogger(__name__)
@@ -43,9 +44,17 @@ def compose_group(group: str, name: str) -> DictConfig:
         raise ValueError(f"compare_with: no config {group}/{name}: {e}") from e
 
 
+ADAPTER_BLOCK = Path("method") / "blocks" / "adapter.yaml"
+"""The adapter block every method shares (rank, scaling, dropout, optimisation)."""
+
+
 def _method_overrides(cfg: DictConfig) -> dict[str, Any]:
+    """The compared method's adapter-block values, then ``compare_method_overrides``."""
+    block = OmegaConf.load(CONFIG_DIR / ADAPTER_BLOCK)
+    carried = {k: cfg.method[k] for k in block if k in cfg.method}
     node = cfg.get("compare_method_overrides")
-    return OmegaConf.to_container(node, resolve=True) if node else {}
+    explicit = OmegaConf.to_container(node, resolve=True) if node else {}
+    return {**OmegaConf.to_container(OmegaConf.create(carried), resolve=True), **explicit}
 
 
 def baseline_configs(cfg: DictConfig) -> dict[str, DictConfig]:

@@ -160,7 +160,9 @@ def evaluate_run(
         scores, sim.baselines, time.perf_counter() - t0, c.aggregator.describe()
     )
     validation = getattr(c.benchmark, "validation", None)
-    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
+    results = build_results(
+        cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
+    )
     results["evaluated_round"] = sim.round
     tasks = {cl.client_id: cl.task for cl in c.eval_clients}
     summary = matrix_summary(matrix, tasks)

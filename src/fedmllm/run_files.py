@@ -40,6 +40,17 @@ def load_run_config(run_dir: Path) -> DictConfig:
     return OmegaConf.load(path)
 
 
+def run_label(method: Any, aggregator: Any = None) -> tuple[str, str]:
+    """``(display name, report group)`` of a run: the method config's, else the rule's (a run
+    of plain clients is named by its rule: FedAdam, FedA²-LoRA), else the name and ``Other``."""
+    rule = (
+        (None, None) if aggregator is None else (aggregator.display_name, aggregator.report_group)
+    )
+    display = method.display_name or rule[0] or method.name
+    group = method.report_group or rule[1] or "Other"
+    return str(display), str(group)
+
+
 def build_results(
     cfg: DictConfig,
     method: Any,
@@ -47,10 +58,12 @@ def build_results(
     out: dict[str, Any],
     clients: list[Client],
     validation: dict[str, Any] | None = None,
+    aggregator: Any = None,
 ) -> dict[str, Any]:
     """The ``results.json`` payload of a finished run.
 
-    ``validation`` holds the benchmark's record-validation counts (checked / skipped records).
+    ``validation`` holds the benchmark's record-validation counts (checked / skipped records);
+    ``aggregator`` names a run of plain clients after its rule (:func:`run_label`).
     """
     per_client = {}
     for c in clients:
@@ -63,8 +76,11 @@ def build_results(
         }
     mains = [v["scores"][v["main_metric"]] for v in per_client.values()]
     bases = [v["baseline"][v["main_metric"]] for v in per_client.values()]
+    display, group = run_label(method, aggregator)
     return {
         "method": method.name,
+        "display_name": display,
+        "method_group": group,
         "benchmark": benchmark,
         "seed": cfg.seed,
         "rounds": cfg.federation.rounds,

@@ -90,7 +90,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
     validation = getattr(c.benchmark, "validation", None)
-    results = build_results(cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation)
+    results = build_results(
+        cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
+    )
     results["peak_rss_scope"] = rss_scope
     if ckpt is not None:
         results["resumed_from"] = str(ckpt)

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.functional import (
     Factors,
     LoRAPair,
@@ -35,6 +36,14 @@ class Aggregator:
     """
 
     name = "base"
+    requires: frozenset[str] = frozenset({compat.SHARES})
+    """What the rule needs of the clients' updates (``fedmllm.compat`` words)."""
+    provides: frozenset[str] = frozenset()
+    """What the rule does for a method beyond aggregating (``fedmllm.compat`` words)."""
+    display_name: str | None = None
+    """The name of a run named after this rule in report tables (``FedAdam``)."""
+    report_group: str | None = None
+    """The report's row block of such a run (``Global``, ``Personalised``, ...)."""
     # Attributes :meth:`describe` reports; each class lists its own (the base classes' come first).
     hyperparameters: tuple[str, ...] = ("weighting",)
 

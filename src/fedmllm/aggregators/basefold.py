@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import PairedRule
 from fedmllm.aggregators.functional import (
     Factors,
@@ -38,6 +39,9 @@ class FedExLoRA(PairedRule):
     """
 
     name = "fedex"
+    display_name = "FedEx-LoRA"
+    report_group = "Global"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS})
 
     def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
         require_equal_ranks(self.name, pair.prefix + "lora_*", pair.ranks)
@@ -62,6 +66,10 @@ class FRLoRA(PairedRule):
     """
 
     name = "frlora"
+    display_name = "FRLoRA"
+    report_group = "Global"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS, compat.BASE_WEIGHTS, compat.FRLORA})
+    provides = frozenset({compat.FRLORA})
 
     def __init__(
         self, weighting: str = "samples", alpha: float = 16.0, use_rslora: bool = False

@@ -7,11 +7,10 @@ global value of a key nobody sent, so a client never overwrites an expert it did
 
 Weights, with ``weighting="samples"``:
 
-- a modality expert's key (``...experts.<m>...``): ``n_k · f_k^m``, where ``n_k`` is the
-  client's training-set size and ``f_k^m`` the fraction of its training samples of modality
-  ``m`` (``modality_frac/<m>`` in the update's metrics) — "weighted by their samples of that
-  modality";
-- any other key (shared expert, plain LoRA, projector): ``n_k``.
+- a modality expert's key (``...experts.<m>...`` whose senders report ``modality_frac/<m>``):
+  ``n_k · f_k^m``, where ``n_k`` is the client's training-set size and ``f_k^m`` the fraction
+  of its training samples of modality ``m`` — "weighted by their samples of that modality";
+- any other key (shared expert, plain LoRA, projector, Fed-MoLE's routed experts): ``n_k``.
 
 With ``weighting="uniform"`` every sender of a key weighs the same.
 """
@@ -23,6 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.functional import client_weights, weighted_mean
 from fedmllm.types import AdapterState, ClientUpdate
@@ -44,15 +44,19 @@ def sender_weights(
 ) -> torch.Tensor:
     """Normalised weights of the clients that sent a key of ``modality`` (None: not an expert).
 
+    An ``experts.<m>`` key is a modality expert when its senders report ``modality_frac/<m>``;
+    when none does, it is another kind of expert (Fed-MoLE's routed ``experts.<i>``) and is
+    weighted like any other key.
+
     Raises:
-        KeyError: A sender of an expert key reports no fraction for that modality.
+        KeyError: Some senders of an expert key report its modality's fraction and others not.
         ValueError: A sender reports a fraction outside (0, 1].
     """
-    if weighting == "uniform" or modality is None:
+    name = FRACTION_PREFIX + str(modality)
+    if weighting == "uniform" or modality is None or not any(name in u.metrics for u in senders):
         return client_weights([u.num_examples for u in senders], weighting)
     counts = []
     for u in senders:
-        name = FRACTION_PREFIX + modality
         if name not in u.metrics:
             raise KeyError(
                 f"client {u.client_id!r} sent the {modality!r} expert but its update metrics "
@@ -85,6 +89,9 @@ class ExpertAware(Aggregator):
     """
 
     name = "expert_aware"
+    display_name = "Expert-aware"
+    report_group = "Other"
+    provides = frozenset({compat.PARTIAL_UPDATES})
 
     def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.functional import client_weights, zero_padded_mean
 from fedmllm.types import AdapterState, ClientUpdate
@@ -22,6 +23,9 @@ class FedAvg(Aggregator):
     """
 
     name = "fedavg"
+    display_name = "FedAvg"
+    report_group = "Global"
+    provides = frozenset({compat.MIXED_RANKS})
 
     def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
@@ -34,6 +38,10 @@ class NoAggregation(Aggregator):
     """Standalone training: the server keeps whatever it had and ignores the clients."""
 
     name = "none"
+    display_name = "Standalone"
+    report_group = "Reference"
+    requires = frozenset({compat.PRIVATE_ONLY})
+    provides = frozenset({compat.MIXED_RANKS})
 
     def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int

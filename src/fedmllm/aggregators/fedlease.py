@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.clustering import choose_clusters, cosine_distances
 from fedmllm.aggregators.functional import client_weights, weighted_mean
@@ -49,6 +50,10 @@ class FedLEASE(Aggregator):
     """
 
     name = "fedlease"
+    display_name = "FedLEASE"
+    report_group = "Personalised"
+    requires = frozenset({compat.FEDLEASE})
+    provides = frozenset({compat.FEDLEASE})
     hyperparameters = ("warmup_rounds",)
 
     def __init__(

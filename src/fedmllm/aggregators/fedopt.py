@@ -149,6 +149,8 @@ class FedAdam(FedOpt):
     """Server Adam; Flower's defaults (η=0.1, β=(0.9, 0.99), τ=1e-9) and its bias correction."""
 
     name = "fedadam"
+    display_name = "FedAdam"
+    report_group = "Global"
     rule = "adam"
     defaults = {**FedOpt.defaults, "bias_correction": "flower"}
 
@@ -157,6 +159,8 @@ class FedYogi(FedOpt):
     """Server Yogi; Flower's defaults (η=0.01, β=(0.9, 0.99), τ=1e-3), no bias correction."""
 
     name = "fedyogi"
+    display_name = "FedYogi"
+    report_group = "Global"
     rule = "yogi"
     defaults = {**FedOpt.defaults, "eta": 0.01, "tau": 1e-3}
 
@@ -165,5 +169,7 @@ class FedAdagrad(FedOpt):
     """Server Adagrad; Flower's defaults (η=0.1, τ=1e-9, β1=0: m is the pseudo-gradient)."""
 
     name = "fedadagrad"
+    display_name = "FedAdagrad"
+    report_group = "Global"
     rule = "adagrad"
     defaults = {**FedOpt.defaults, "beta_1": 0.0, "beta_2": 0.0}

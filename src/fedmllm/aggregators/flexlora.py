@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import PairedRule
-from fedmllm.aggregators.functional import Factors, LoRAPair
+from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+)
 from fedmllm.aggregators.lowrank import svd_redistribute
 
 
@@ -25,6 +29,10 @@ class FlexLoRA(PairedRule):
     """
 
     name = "flexlora"
+    display_name = "FlexLoRA"
+    report_group = "Global"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
+    provides = frozenset({compat.MIXED_RANKS})
 
     def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
         r_max = max(pair.ranks)

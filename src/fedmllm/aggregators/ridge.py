@@ -7,8 +7,14 @@ import math
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import PairedRule
-from fedmllm.aggregators.functional import Factors, LoRAPair, PairedRound, padded_mean
+from fedmllm.aggregators.functional import (
+    Factors,
+    LoRAPair,
+    PairedRound,
+    padded_mean,
+)
 from fedmllm.aggregators.lowrank import RIDGE_MODES, ridge_factors
 from fedmllm.types import AdapterState
 
@@ -43,6 +49,10 @@ class FedA2LoRA(PairedRule):
     """
 
     name = "ridge"
+    display_name = "FedA²-LoRA"
+    report_group = "Global"
+    requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
+    provides = frozenset({compat.MIXED_RANKS})
     hyperparameters = ("lam", "mode", "cond_threshold", "warmup_rounds")
 
     def __init__(

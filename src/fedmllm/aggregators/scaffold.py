@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.functional import client_weights, weighted_mean
 from fedmllm.types import AdapterState, ClientUpdate
@@ -48,6 +49,10 @@ class Scaffold(Aggregator):
     """
 
     name = "scaffold"
+    display_name = "Scaffold"
+    report_group = "Global"
+    requires = frozenset({compat.SHARES, compat.SCAFFOLD})
+    provides = frozenset({compat.SCAFFOLD})
     hyperparameters = ("num_clients",)
 
     def __init__(self, num_clients: int | None = None, weighting: str = "samples") -> None:

@@ -29,8 +29,9 @@ def path_similarity(
         analysis: The run's ``analysis`` config (``path_similarity``, ``probe_per_client``).
     """
     acfg = analysis or {}
-    probe = getattr(sim.method, "probe_paths", None)
-    if not acfg.get("path_similarity", True) or probe is None or len(sim.last_updates) < 2:
+    if not (acfg.get("path_similarity", True) and sim.method.probes_paths):
+        return None
+    if len(sim.last_updates) < 2:
         return None
     per_client = int(acfg.get("probe_per_client", 8))
     samples = [s for cl in eval_clients for s in list(cl.test)[:per_client]]
@@ -41,7 +42,10 @@ def path_similarity(
     try:
         for update in sim.last_updates:
             sim.swap_in(update.client_id, update.state)
-            outputs[update.client_id] = probe(batch)
+            probed = sim.method.probe_paths(batch)
+            if probed is None:  # the method has no adapter paths to compare
+                return None
+            outputs[update.client_id] = probed
     except (ValueError, TypeError) as e:  # an analysis must not cost a finished run its results
         log.warning("path similarity skipped: %s", e)
         return None

@@ -11,7 +11,7 @@ own client, with the global state that arrived in the message.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +27,9 @@ from fedmllm.federation.evaluation import (
     score_predictions,
     write_predictions,
 )
-from fedmllm.federation.protocol import Engine, FederatedMethod
 from fedmllm.federation.sampling import batch_indices, cosine_lr, local_seed
 from fedmllm.metrics import trivial_prediction
+from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 
@@ -66,6 +66,11 @@ class LocalTrainer:
         config: FederationConfig,
         store: ClientStore,
     ) -> None:
+        if not isinstance(method, FederatedMethod):
+            raise TypeError(
+                f"{type(method).__name__} is not a fedmllm.protocol.FederatedMethod "
+                "(subclass fedmllm.methods.AdapterMethod for an adapter method)"
+            )
         self.fabric, self.engine, self.method, self.cfg, self.store = (
             fabric,
             engine,
@@ -78,10 +83,6 @@ class LocalTrainer:
         self.initial_state = method.adapter_state()
         self.metric_plan = MetricPlan(config.metrics, config.metric_options)
 
-    def _hook(self, name: str) -> Callable[..., Any] | None:
-        """One of the method's optional hooks (``protocol.FederatedMethod``), or None."""
-        return getattr(self.method, name, None)
-
     # ----------------------------------------------------------------- loading
     def load(
         self, client_id: str, received: AdapterState, extras: AdapterState | None = None
@@ -92,9 +93,7 @@ class LocalTrainer:
         (``begin_client``), then ``initial ∪ received ∪ private`` is copied in place.
         """
         private, opt_state = self.store.get(client_id)
-        begin = self._hook("begin_client")
-        if begin is not None:
-            begin(client_id, dict(extras or {}))
+        self.method.begin_client(client_id, dict(extras or {}))
         self.method.load_adapter_state({**self.initial_state, **received, **private})
         return opt_state
 
@@ -129,9 +128,7 @@ class LocalTrainer:
         Returns:
             The update to send and the down-link bytes it cost.
         """
-        begin_round = self._hook("begin_round")
-        if begin_round is not None:  # optional hook: round-dependent local schedules
-            begin_round(round_idx, self.cfg.rounds)
+        self.method.begin_round(round_idx, self.cfg.rounds)
         opt_state = self.load(client.client_id, received, extras)
         persisted = opt_state is not None and self.cfg.persist_optimizer
         self.optimizer.load_state_dict(opt_state if persisted else self._fresh_optimizer)
@@ -154,23 +151,19 @@ class LocalTrainer:
         shared = {k: state[k] for k in self.method.shared_keys(state)}
         private = {k: state[k] for k in self.method.private_keys(state)}
         self.store.put(client.client_id, private, self.optimizer.state_dict())
-        extras_of = self._hook("client_extras")
-        up_extras = extras_of() if extras_of is not None else {}
-        update = ClientUpdate(client.client_id, shared, len(client.train), metrics, up_extras)
+        update = ClientUpdate(
+            client.client_id, shared, len(client.train), metrics, self.method.client_extras()
+        )
         return LocalResult(update, self.needed_bytes(received))
 
     def needed_bytes(self, received: AdapterState) -> int:
         """Bytes of ``received`` the client just trained needed.
 
-        All of it, unless the method narrows it with the optional ``received_keys`` hook
-        (a modality-expert client needs only its own experts; a text-only client no
-        vision-side tensor). Called after the local update because the method learns what
-        the client's data reaches while training.
+        All of it, unless the method's ``received_keys`` narrows it (a modality-expert client
+        needs only its own experts; a text-only client no vision-side tensor). Called after the
+        local update because the method learns what the client's data reaches while training.
         """
-        narrow = self._hook("received_keys")
-        if narrow is None:
-            return state_nbytes(received)
-        keys = set(narrow(list(received)))
+        keys = set(self.method.received_keys(list(received)))
         return state_nbytes({k: v for k, v in received.items() if k in keys})
 
     # ----------------------------------------------------------------- evaluation

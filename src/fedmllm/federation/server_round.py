@@ -11,15 +11,13 @@ in-process clients; the Flower strategy feeds it the replies that passed its che
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.sampling import sample_clients
+from fedmllm.protocol import FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate
-
-if TYPE_CHECKING:
-    from fedmllm.federation.protocol import FederatedMethod
 
 
 class RoundServer:
@@ -111,7 +109,7 @@ def build_round_server(
     """The server half of ``method``'s federation, as the Simulator and the ServerApp build it.
 
     Args:
-        method: Says which tensors are shared and, optionally, each client's LoRA rank.
+        method: Says which tensors are shared and each client's LoRA rank.
         aggregator: The server rule.
         initial: The method's initial adapter state; its shared part is the first global state.
         client_ids: Every training client, in the run's fixed order.
@@ -123,5 +121,5 @@ def build_round_server(
         list(client_ids),
         config.seed,
         config.clients_per_round,
-        getattr(method, "client_rank", None),
+        method.client_rank,
     )

@@ -24,9 +24,9 @@ from fedmllm.federation.client_store import ClientStore
 from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.evaluation import GLOBAL_MODEL, MetricPlan
 from fedmllm.federation.ledger import Ledger, update_nbytes
-from fedmllm.federation.protocol import Engine, FederatedMethod
 from fedmllm.federation.server_round import RoundServer, build_round_server
 from fedmllm.metrics import MAIN_METRIC
+from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
 log = logging.getLogger(__name__)
@@ -153,13 +153,7 @@ class Simulator:
         """
         if not deltas:
             return
-        add = getattr(self.method, "add_to_base_weights", None)
-        if add is None:
-            raise TypeError(
-                f"{type(self.aggregator).__name__} changes base weights but "
-                f"{type(self.method).__name__} has no add_to_base_weights"
-            )
-        add(deltas)
+        self.method.add_to_base_weights(deltas)
         self.base_keys.update(deltas)
         self.ledger.count(down=len(self.train_clients) * state_nbytes(deltas))
 
@@ -286,12 +280,7 @@ class Simulator:
             raise KeyError(f"checkpoint shares keys this method does not: {sorted(unknown)[:5]}")
         base = payload.get("base_weights", {})
         if base:
-            load = getattr(self.method, "load_base_weights", None)
-            if load is None:
-                raise TypeError(
-                    f"checkpoint {path} changed base weights; the method cannot load them"
-                )
-            load(base)
+            self.method.load_base_weights(base)
         self.base_keys = set(base)
         self.round = payload["round"]
         self.global_state = payload["global_state"]

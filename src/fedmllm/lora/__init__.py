@@ -8,7 +8,8 @@ from fedmllm.lora.inject import (
     replace_linear_layers,
 )
 from fedmllm.lora.layers import AdapterLayer, LoRALinear, default_adapter_dtype
-from fedmllm.lora.mole import LoRAExpert, MoLELinear, check_mole_sizes, inject_mole
+from fedmllm.lora.mole import MoLELinear, check_mole_sizes, inject_mole
+from fedmllm.lora.pair import LowRankPair, adapter_dropout, init_low_rank, low_rank_factors
 from fedmllm.lora.probe import (
     adapter_paths,
     cross_client_cosine,
@@ -37,12 +38,13 @@ from fedmllm.lora.state import (
 __all__ = [
     "AdapterLayer",
     "LayerFactory",
-    "LoRAExpert",
     "LoRALinear",
+    "LowRankPair",
     "MoLELinear",
     "Routing",
     "RoutingStats",
     "TopKRouter",
+    "adapter_dropout",
     "adapter_parameter_names",
     "adapter_paths",
     "available_linear_names",
@@ -53,11 +55,13 @@ __all__ = [
     "filter_state",
     "freeze_non_adapter",
     "get_adapter_state",
+    "init_low_rank",
     "inject_lora",
     "inject_mole",
     "last_adapter_layer",
     "load_adapter",
     "load_balancing_loss",
+    "low_rank_factors",
     "probe_layer",
     "probe_model",
     "router_entropy",

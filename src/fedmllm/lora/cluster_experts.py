@@ -9,26 +9,12 @@ decided at run time by the server's clustering. Keys: ``warm.lora_A.weight``,
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
-from fedmllm.lora.layers import AdapterLayer, default_adapter_dtype
-
-
-class LoRAPair(nn.Module):
-    """``B(A(x))`` with A Kaiming-uniform and B zero, as a LoRA layer's pair."""
-
-    def __init__(self, d_in: int, d_out: int, r: int, **factory) -> None:
-        super().__init__()
-        self.lora_A = nn.Linear(d_in, r, bias=False, **factory)
-        self.lora_B = nn.Linear(r, d_out, bias=False, **factory)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.lora_B(self.lora_A(x))
+from fedmllm.lora.layers import AdapterLayer
+from fedmllm.lora.pair import LowRankPair, adapter_dropout
+from fedmllm.lora.rank import lora_scaling
 
 
 class ClusterExpertLinear(AdapterLayer):
@@ -58,15 +44,13 @@ class ClusterExpertLinear(AdapterLayer):
         super().__init__(base_layer)
         if r <= 0 or num_experts <= 0:
             raise ValueError(f"need r > 0 and num_experts > 0, got {r} and {num_experts}")
-        w = base_layer.weight
-        factory = {"device": w.device, "dtype": default_adapter_dtype(w.dtype)}
+        factory = self.adapter_factory()
         self.r, self.num_experts = r, num_experts
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.warm = LoRAPair(self.in_features, self.out_features, r, **factory)
-        self.experts = nn.ModuleList(
-            LoRAPair(self.in_features, self.out_features, r, **factory) for _ in range(num_experts)
-        )
+        self.scaling = lora_scaling(alpha, r, use_rslora)
+        self.lora_dropout = adapter_dropout(dropout)
+        shape = (self.in_features, self.out_features, r)
+        self.warm = LowRankPair(*shape, **factory)
+        self.experts = nn.ModuleList(LowRankPair(*shape, **factory) for _ in range(num_experts))
         self.router = nn.Linear(self.in_features, num_experts, bias=False, **factory)
         nn.init.zeros_(self.router.weight)  # uniform over the active experts at first
         self.active = 0

@@ -9,12 +9,13 @@ every decoding step of its own row.
 
 from __future__ import annotations
 
-import math
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedmllm.lora.layers import LoRALinear
+from fedmllm.lora.pair import init_low_rank, low_rank_factors
 
 
 class DualLoRALinear(LoRALinear):
@@ -31,21 +32,14 @@ class DualLoRALinear(LoRALinear):
         local_lora_B: The local adapter's B (zeros).
     """
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        r: int,
-        alpha: float,
-        dropout: float = 0.0,
-        use_rslora: bool = False,
-        dtype: torch.dtype | None = None,
-    ) -> None:
-        super().__init__(base_layer, r, alpha, dropout, use_rslora, dtype)
+    def __init__(self, base_layer: nn.Linear, *args: Any, **kwargs: Any) -> None:
+        super().__init__(base_layer, *args, **kwargs)
+        r = self.r
         factory = {"device": self.lora_A.weight.device, "dtype": self.lora_A.weight.dtype}
-        self.local_lora_A = nn.Linear(self.in_features, r, bias=False, **factory)
-        self.local_lora_B = nn.Linear(r, self.out_features, bias=False, **factory)
-        nn.init.kaiming_uniform_(self.local_lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.local_lora_B.weight)
+        self.local_lora_A, self.local_lora_B = low_rank_factors(
+            self.in_features, self.out_features, r, **factory
+        )
+        init_low_rank(self.local_lora_A, self.local_lora_B)
         self.mix: float | torch.Tensor = 1.0
 
     def _row_weights(self, x: torch.Tensor) -> torch.Tensor | float:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import nn
 
@@ -57,7 +58,8 @@ def available_linear_names(model: nn.Module) -> list[str]:
     return sorted(names)
 
 
-def _check_targets_exist(model: nn.Module, target_modules: Iterable[str]) -> None:
+def check_targets_exist(model: nn.Module, target_modules: Iterable[str]) -> None:
+    """Raise naming the available Linear names unless every target names a module."""
     # Adapter layers count as existing so that re-injection reaches the clearer error below.
     leaves = {_leaf(name) for name, _ in _outside_adapters(model) if name}
     unknown = sorted(set(target_modules) - leaves)
@@ -121,7 +123,7 @@ def replace_linear_layers(
     """
     if not target_modules:
         raise ValueError("target_modules is empty")
-    _check_targets_exist(model, target_modules)
+    check_targets_exist(model, target_modules)
     selected = _select(model, list(target_modules), module_filter)
     if not selected:
         raise ValueError(
@@ -150,12 +152,9 @@ def freeze_non_adapter(model: nn.Module) -> None:
 def inject_lora(
     model: nn.Module,
     target_modules: list[str],
-    r: int,
-    alpha: float,
-    dropout: float = 0.0,
-    use_rslora: bool = False,
     module_filter: str | None = None,
     layer_factory: LayerFactory | None = None,
+    **lora_args: Any,
 ) -> list[str]:
     """Wrap targeted linear layers with :class:`LoRALinear` and freeze all else.
 
@@ -165,26 +164,23 @@ def inject_lora(
     Args:
         model: The model to modify in place.
         target_modules: Leaf names of the linear layers to wrap, e.g. ``["q_proj", "v_proj"]``.
-        r: LoRA rank, positive.
-        alpha: LoRA alpha.
-        dropout: Dropout on the adapter input.
-        use_rslora: Scale by ``alpha / sqrt(r)`` instead of ``alpha / r``.
         module_filter: Optional regex searched in full dotted names (None: all modules).
         layer_factory: Optional ``factory(name, linear) -> AdapterLayer`` that replaces the
-            default LoRA layer (``r``, ``alpha``, ... are then the factory's business).
+            default LoRA layer (``lora_args`` are then the factory's business).
+        **lora_args: :class:`LoRALinear`'s arguments (``r``, ``alpha``, ``dropout``,
+            ``use_rslora``).
 
     Returns:
         The sorted dotted names of the replaced modules.
 
     Raises:
-        ValueError: ``r <= 0``, or see :func:`replace_linear_layers`.
+        ValueError: A bad rank (raised by the first layer, before any module is replaced), or
+            see :func:`replace_linear_layers`.
     """
-    if r <= 0:
-        raise ValueError(f"LoRA rank r must be positive, got {r}")
     if layer_factory is None:
 
         def layer_factory(_name: str, linear: nn.Linear) -> AdapterLayer:
-            return LoRALinear(linear, r=r, alpha=alpha, dropout=dropout, use_rslora=use_rslora)
+            return LoRALinear(linear, **lora_args)
 
     replaced = replace_linear_layers(model, target_modules, layer_factory, module_filter)
     freeze_non_adapter(model)

@@ -9,11 +9,10 @@ everything inside an :class:`AdapterLayer` except ``base_layer`` is adapter stat
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import nn
 
+from fedmllm.lora.pair import adapter_dropout, init_low_rank, low_rank_factors
 from fedmllm.lora.rank import lora_scaling
 
 # Half-precision adapters train badly (tiny B updates underflow), so adapters over a
@@ -46,6 +45,15 @@ class AdapterLayer(nn.Module):
         self.in_features = base_layer.in_features
         self.out_features = base_layer.out_features
         self.merged = False
+
+    def adapter_factory(self, dtype: torch.dtype | None = None) -> dict[str, object]:
+        """``device``/``dtype`` keyword arguments for this layer's adapter tensors.
+
+        On the base weight's device; ``dtype`` when given, else the base dtype, or float32 over
+        a half-precision base (:func:`default_adapter_dtype`).
+        """
+        w = self.base_layer.weight
+        return {"device": w.device, "dtype": dtype or default_adapter_dtype(w.dtype)}
 
     # Hugging Face modelling code sometimes reads ``proj.weight`` (dtype checks, weight tying),
     # so the wrapper forwards these to the base layer as PEFT's tuner layers do.
@@ -100,17 +108,14 @@ class LoRALinear(AdapterLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(base_layer)
-        if r <= 0:
-            raise ValueError(f"LoRA rank r must be positive, got {r}")
         self.r = r
         self.alpha = alpha
         self.use_rslora = use_rslora
         self.scaling = lora_scaling(alpha, r, use_rslora)
-        weight = base_layer.weight
-        factory = {"device": weight.device, "dtype": dtype or default_adapter_dtype(weight.dtype)}
-        self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.lora_A = nn.Linear(self.in_features, r, bias=False, **factory)
-        self.lora_B = nn.Linear(r, self.out_features, bias=False, **factory)
+        self.lora_dropout = adapter_dropout(dropout)
+        self.lora_A, self.lora_B = low_rank_factors(
+            self.in_features, self.out_features, r, **self.adapter_factory(dtype)
+        )
         self.reset_lora_parameters()
 
     def reset_lora_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -119,8 +124,7 @@ class LoRALinear(AdapterLayer):
         Args:
             generator: Optional RNG, e.g. to give every client the same A (FFA-LoRA).
         """
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5), generator=generator)
-        nn.init.zeros_(self.lora_B.weight)
+        init_low_rank(self.lora_A, self.lora_B, generator)
 
     def delta_weight(self) -> torch.Tensor:
         """The dense update ``scaling * B @ A`` of shape ``(out_features, in_features)``."""

@@ -13,16 +13,18 @@ Parameter keys read ``<module>.experts.<modality>.lora_A.weight`` and
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import torch
 from torch import nn
 
 from fedmllm.lora.inject import freeze_non_adapter, replace_linear_layers
-from fedmllm.lora.layers import AdapterLayer, default_adapter_dtype
+from fedmllm.lora.layers import AdapterLayer
+from fedmllm.lora.pair import LowRankPair, adapter_dropout
+from fedmllm.lora.rank import lora_scaling
 
 EXPERT_KEY = re.compile(r"(?:^|\.)experts\.([^.]+)\.")
 """Matches a modality expert's parameter key; group 1 is the modality."""
@@ -31,24 +33,7 @@ Route = list[tuple[str, torch.Tensor | None]]
 """(modality, row indices) per modality present in a batch; ``None`` means every row."""
 
 
-class LoRAExpert(nn.Module):
-    """One low-rank path ``x -> B A x`` (A Kaiming-uniform, B zeros, as PEFT)."""
-
-    def __init__(
-        self, in_features: int, out_features: int, r: int, device: torch.device, dtype: torch.dtype
-    ) -> None:
-        super().__init__()
-        self.lora_A = nn.Linear(in_features, r, bias=False, device=device, dtype=dtype)
-        self.lora_B = nn.Linear(r, out_features, bias=False, device=device, dtype=dtype)
-        nn.init.kaiming_uniform_(self.lora_A.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_B.weight)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The unscaled low-rank product."""
-        return self.lora_B(self.lora_A(x))
-
-
-def _check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
+def check_modalities(modalities: Sequence[str]) -> tuple[str, ...]:
     mods = tuple(str(m) for m in modalities)
     if not mods:
         raise ValueError("modality-expert LoRA needs at least one modality")
@@ -78,7 +63,7 @@ class ModalityExpertLinear(AdapterLayer):
         dtype: Adapter dtype (default: the base dtype, float32 over a half-precision base).
 
     Attributes:
-        experts: ``ModuleDict`` modality -> :class:`LoRAExpert`.
+        experts: ``ModuleDict`` modality -> :class:`~fedmllm.lora.pair.LowRankPair`.
         shared: The shared expert, or ``None``.
     """
 
@@ -94,17 +79,14 @@ class ModalityExpertLinear(AdapterLayer):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__(base_layer)
-        if r <= 0:
-            raise ValueError(f"LoRA rank r must be positive, got {r}")
-        self.modalities = _check_modalities(modalities)
+        self.modalities = check_modalities(modalities)
         self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
-        self.scaling = alpha / math.sqrt(r) if use_rslora else alpha / r
-        w = base_layer.weight
-        dev, dt = w.device, dtype or default_adapter_dtype(w.dtype)
-        self.lora_dropout: nn.Module = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        shape = (self.in_features, self.out_features, r, dev, dt)
-        self.experts = nn.ModuleDict({m: LoRAExpert(*shape) for m in self.modalities})
-        self.shared = LoRAExpert(*shape) if shared_expert else None
+        self.scaling = lora_scaling(alpha, r, use_rslora)
+        self.lora_dropout = adapter_dropout(dropout)
+        shape = (self.in_features, self.out_features, r)
+        factory = self.adapter_factory(dtype)
+        self.experts = nn.ModuleDict({m: LowRankPair(*shape, **factory) for m in self.modalities})
+        self.shared = LowRankPair(*shape, **factory) if shared_expert else None
         self._route: Route | None = None
         self._rows = 0
 
@@ -205,12 +187,8 @@ def inject_modality_experts(
     model: nn.Module,
     target_modules: list[str],
     modalities: Sequence[str],
-    r: int,
-    alpha: float,
-    dropout: float = 0.0,
-    use_rslora: bool = False,
-    shared_expert: bool = False,
     module_filter: str | None = None,
+    **layer_args: Any,
 ) -> list[str]:
     """Wrap targeted linear layers with :class:`ModalityExpertLinear` and freeze all else.
 
@@ -218,20 +196,17 @@ def inject_modality_experts(
         model: The model to modify in place.
         target_modules: Leaf names of the linear layers to wrap.
         modalities: Expert names, one per modality.
-        r: Rank of every expert.
-        alpha: LoRA alpha.
-        dropout: Adapter-input dropout.
-        use_rslora: Rank-stabilised scaling.
-        shared_expert: Add a shared expert to every wrapped layer.
         module_filter: Optional regex searched in full dotted module names.
+        **layer_args: :class:`ModalityExpertLinear`'s other arguments (``r``, ``alpha``,
+            ``dropout``, ``use_rslora``, ``shared_expert``).
 
     Returns:
         The sorted dotted names of the replaced modules.
     """
-    mods = _check_modalities(modalities)
+    mods = check_modalities(modalities)
 
     def factory(_name: str, linear: nn.Linear) -> AdapterLayer:
-        return ModalityExpertLinear(linear, mods, r, alpha, dropout, use_rslora, shared_expert)
+        return ModalityExpertLinear(linear, mods, **layer_args)
 
     replaced = replace_linear_layers(model, target_modules, factory, module_filter)
     freeze_non_adapter(model)

@@ -15,15 +15,14 @@ and gets no gradient (``grad`` stays ``None``, so AdamW leaves it alone).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
-from fedmllm.lora.inject import (
-    available_linear_names,
-    freeze_non_adapter,
-    replace_linear_layers,
-)
-from fedmllm.lora.layers import AdapterLayer, LoRALinear
+from fedmllm.lora.inject import check_targets_exist, freeze_non_adapter, replace_linear_layers
+from fedmllm.lora.layers import LoRALinear
+from fedmllm.lora.pair import LowRankPair
 from fedmllm.lora.router import Routing, RoutingStats, TopKRouter, load_balancing_loss
 
 
@@ -38,24 +37,6 @@ def check_mole_sizes(r: int, num_experts: int, top_k: int) -> None:
             f"top_k={top_k} must satisfy 1 <= top_k <= num_experts={num_experts} "
             "(K <= N: the router picks K of the N routed experts)"
         )
-
-
-class LoRAExpert(nn.Module):
-    """One routed expert: ``B A x`` (unscaled; the layer applies ``s`` and the gate weight).
-
-    Attributes:
-        lora_A: ``in_features -> r``, Kaiming-uniform initialised.
-        lora_B: ``r -> out_features``, zero initialised.
-    """
-
-    def __init__(self, in_features: int, out_features: int, r: int, **factory) -> None:
-        super().__init__()
-        self.lora_A = nn.Linear(in_features, r, bias=False, **factory)
-        self.lora_B = nn.Linear(r, out_features, bias=False, **factory)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """The expert's unscaled low-rank product."""
-        return self.lora_B(self.lora_A(x))
 
 
 class MoLELinear(LoRALinear):
@@ -99,8 +80,9 @@ class MoLELinear(LoRALinear):
         self.top_k = top_k if num_experts > 0 else 0
         weight = self.lora_A.weight
         factory = {"device": weight.device, "dtype": weight.dtype}
+        # Experts are initialised after the router is built (their historical random stream).
         self.experts = nn.ModuleList(
-            LoRAExpert(self.in_features, self.out_features, r, **factory)
+            LowRankPair(self.in_features, self.out_features, r, **factory, init=False)
             for _ in range(num_experts)
         )
         self.router: TopKRouter | None = (
@@ -114,8 +96,7 @@ class MoLELinear(LoRALinear):
 
     def _reset_experts(self, generator: torch.Generator | None = None) -> None:
         for expert in self.experts:
-            nn.init.kaiming_uniform_(expert.lora_A.weight, a=5**0.5, generator=generator)
-            nn.init.zeros_(expert.lora_B.weight)
+            expert.reset_lora_parameters(generator)
 
     def reset_lora_parameters(self, generator: torch.Generator | None = None) -> None:
         """Re-initialise every expert (A Kaiming, B zeros) and the router."""
@@ -193,13 +174,8 @@ def inject_mole(
     model: nn.Module,
     mole_targets: list[str],
     lora_targets: list[str],
-    r: int,
-    alpha: float,
-    num_experts: int = 8,
-    top_k: int = 2,
-    dropout: float = 0.0,
-    use_rslora: bool = False,
     module_filter: str | None = None,
+    **layer_args: Any,
 ) -> tuple[list[str], list[str]]:
     """MoLE on ``mole_targets``, plain LoRA on ``lora_targets``; freeze everything else.
 
@@ -209,13 +185,9 @@ def inject_mole(
         model: The model to modify in place.
         mole_targets: Leaf names that get :class:`MoLELinear` (Fed-MoLE: ``["up_proj"]``).
         lora_targets: Leaf names that get :class:`LoRALinear` (may be empty).
-        r: Rank of every expert and LoRA layer.
-        alpha: LoRA alpha.
-        num_experts: Routed experts per MoLE layer.
-        top_k: Experts chosen per token.
-        dropout: Adapter-input dropout.
-        use_rslora: rsLoRA scaling.
         module_filter: Optional regex on full module names (e.g. ``language_model``).
+        **layer_args: :class:`MoLELinear`'s arguments (``r``, ``alpha``, ``num_experts``,
+            ``top_k``, ``dropout``, ``use_rslora``); the LoRA layers take the shared ones.
 
     Returns:
         The replaced MoLE and LoRA module names, each sorted.
@@ -229,30 +201,17 @@ def inject_mole(
     both = sorted(set(mole_targets) & set(lora_targets))
     if both:
         raise ValueError(f"modules {both} are in both mole_targets and lora_targets")
-    check_mole_sizes(r, num_experts, top_k)
+    check_mole_sizes(layer_args["r"], layer_args.get("num_experts", 8), layer_args.get("top_k", 2))
     # Checked for both lists up front so that a bad LoRA target leaves no MoLE layer behind.
-    # Adapter layers count as existing: replace_linear_layers then names the double injection.
-    existing = {
-        name.rsplit(".", 1)[-1]
-        for name, m in model.named_modules()
-        if isinstance(m, nn.Linear | AdapterLayer)
-    }
-    unknown = sorted((set(mole_targets) | set(lora_targets)) - existing)
-    if unknown:
-        raise ValueError(
-            f"target modules {unknown} match no module in the model; available Linear names: "
-            f"{available_linear_names(model)}"
-        )
-
-    def mole(_name: str, linear: nn.Linear) -> AdapterLayer:
-        return MoLELinear(linear, r, alpha, num_experts, top_k, dropout, use_rslora)
-
-    def lora(_name: str, linear: nn.Linear) -> AdapterLayer:
-        return LoRALinear(linear, r, alpha, dropout, use_rslora)
-
-    mole_names = replace_linear_layers(model, list(mole_targets), mole, module_filter)
+    check_targets_exist(model, [*mole_targets, *lora_targets])
+    lora_args = {k: v for k, v in layer_args.items() if k not in ("num_experts", "top_k")}
+    mole_names = replace_linear_layers(
+        model, list(mole_targets), lambda _n, lin: MoLELinear(lin, **layer_args), module_filter
+    )
     lora_names = (
-        replace_linear_layers(model, list(lora_targets), lora, module_filter)
+        replace_linear_layers(
+            model, list(lora_targets), lambda _n, lin: LoRALinear(lin, **lora_args), module_filter
+        )
         if lora_targets
         else []
     )

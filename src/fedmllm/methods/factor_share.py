@@ -12,8 +12,7 @@ from typing import Any
 
 import torch
 
-from fedmllm.methods.lora_module import LoRAMethod, factor_keys
-from fedmllm.types import AdapterState
+from fedmllm.methods.lora_module import FACTOR_A, FACTOR_B, LoRAMethod
 
 LONE_FACTOR_RANKS = (
     "{name} sends a lone LoRA factor, and the server rules zero-pad only A/B pairs: "
@@ -48,16 +47,10 @@ class FFALoRAMethod(LoRAMethod):
         self.a_seed = a_seed
         layers = self.lora_layers()
         shared_seed_init(layers, a_seed)
+        # A is neither sent nor kept per client: it is the same frozen tensor everywhere.
         for _, layer in layers:
             layer.lora_A.weight.requires_grad_(False)
-
-    def shared_keys(self, state: AdapterState) -> list[str]:
-        return factor_keys(state, "B")
-
-    def private_keys(self, state: AdapterState) -> list[str]:
-        # A is neither sent nor kept per client: it is the same frozen tensor everywhere.
-        travelling_or_frozen = set(factor_keys(state, "A")) | set(factor_keys(state, "B"))
-        return sorted(k for k in state if k not in travelling_or_frozen)
+        self.shared_groups = frozenset({FACTOR_B})
 
 
 class FedSALoRAMethod(LoRAMethod):
@@ -73,6 +66,4 @@ class FedSALoRAMethod(LoRAMethod):
             raise ValueError("FedSA-LoRA shares A: method.share must be 'all'")
         if self.client_ranks is not None:
             raise ValueError(LONE_FACTOR_RANKS.format(name="FedSA-LoRA"))
-
-    def shared_keys(self, state: AdapterState) -> list[str]:
-        return factor_keys(state, "A")
+        self.shared_groups = frozenset({FACTOR_A})

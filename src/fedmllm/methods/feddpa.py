@@ -28,6 +28,7 @@ from fedmllm.types import AdapterState
 
 REPS_KEY = "feddpa.local_reps"
 LOCAL = "local_lora_"
+LOCAL_GROUP, GLOBAL = "local", "global"
 MIX_MODES = ("instance", "fixed")
 
 
@@ -86,9 +87,9 @@ class FedDPAMethod(LoRAMethod):
         self.top_k, self.max_reps = top_k, max_reps
         dim = self.model.get_input_embeddings().weight.shape[1]
         self._reps = torch.zeros(0, dim)
-        self._n_local = 0
         for layer in self.dual_layers():
             layer.mix = fixed_w
+        self.shared_groups = frozenset({GLOBAL})
 
     def _layer_factory(self, dropout: float) -> Any:
         def factory(_name: str, linear: torch.nn.Linear) -> DualLoRALinear:
@@ -99,42 +100,42 @@ class FedDPAMethod(LoRAMethod):
     def dual_layers(self) -> list[DualLoRALinear]:
         return [m for m in self.model.modules() if isinstance(m, DualLoRALinear)]
 
-    # ------------------------------------------------------------------ state
-    def adapter_state(self) -> AdapterState:
-        return {**super().adapter_state(), REPS_KEY: self._reps.clone()}
+    def group_of(self, key: str) -> str:
+        """``local`` (the private pair) or ``global`` (the averaged pair)."""
+        return LOCAL_GROUP if LOCAL in key else GLOBAL
 
-    def load_adapter_state(self, state: AdapterState) -> None:
+    # ------------------------------------------------------------------ state
+    def extra_state(self) -> AdapterState:
+        return {REPS_KEY: self._reps.clone()}
+
+    def owns_extra(self, key: str) -> bool:
+        return key == REPS_KEY
+
+    def load_extra_state(self, state: AdapterState) -> None:
         if REPS_KEY in state:
             self._reps = state[REPS_KEY].detach().to("cpu", torch.float32, copy=True)
-        super().load_adapter_state({k: v for k, v in state.items() if k != REPS_KEY})
-
-    def shared_keys(self, state: AdapterState) -> list[str]:
-        return sorted(k for k in state if k != REPS_KEY and LOCAL not in k)
 
     # ------------------------------------------------------------------ phases
-    def set_phase(self, phase: str) -> None:
-        """Select what trains and how the layers mix.
+    def trainable_groups(
+        self, step: int, num_steps: int, round_idx: int, num_rounds: int
+    ) -> frozenset[str]:
+        """The local adapter for the first ``local_fraction`` of the steps, then the global."""
+        return frozenset({LOCAL_GROUP if step < round(self.local_fraction * num_steps) else GLOBAL})
 
-        ``"local"``: the local adapter, mixed with the frozen global one at ``fixed_w``;
-        ``"global"``: the global adapter alone (weight 1), the local one frozen.
-        """
-        for layer in self.dual_layers():
-            local = phase == "local"
-            layer.mix = self.fixed_w if local else 1.0
-            for p in (layer.lora_A.weight, layer.lora_B.weight):
-                p.requires_grad_(not local)
-            for p in (layer.local_lora_A.weight, layer.local_lora_B.weight):
-                p.requires_grad_(local)
-
-    def begin_local(self, optimizer: torch.optim.Optimizer, num_steps: int) -> None:
-        self._n_local = round(self.local_fraction * num_steps)
+    def set_trainable(self, groups: frozenset[str]) -> None:
+        """Train ``groups`` and mix accordingly: the local adapter beside the frozen global one
+        at ``fixed_w``; the global adapter alone (weight 1)."""
+        super().set_trainable(groups)
+        if len(groups) == 1:
+            mix = self.fixed_w if LOCAL_GROUP in groups else 1.0
+            for layer in self.dual_layers():
+                layer.mix = mix
 
     def local_loss(self, batch: dict[str, Any], step: int) -> torch.Tensor:
-        self.set_phase("local" if step < self._n_local else "global")
         self._remember(self.represent(batch))
-        return self.training_step(batch, step)
+        return super().local_loss(batch, step)
 
-    def end_local(self, num_steps: int, lr_sum: float) -> None:
+    def end_local(self) -> None:
         for layer in self.dual_layers():
             layer.mix = self.fixed_w
 

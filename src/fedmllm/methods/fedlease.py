@@ -11,10 +11,12 @@ client does each round is told by the server's broadcast (``aggregator=fedlease`
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.lora.cluster_experts import ClusterExpertLinear
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.types import AdapterState
@@ -23,6 +25,7 @@ from fedmllm.types import AdapterState
 UPLOAD_KEY = "fedlease.upload"
 NUM_EXPERTS_KEY = "fedlease.num_experts"
 CLUSTER_PREFIX = "fedlease.cluster."
+EXPERT = re.compile(r"\.experts\.(\d+)\.")
 
 
 class FedLEASEMethod(LoRAMethod):
@@ -32,6 +35,8 @@ class FedLEASEMethod(LoRAMethod):
         max_experts: Expert slots per layer (the server's ``max_clusters`` must not exceed it).
         **kwargs: As :class:`LoRAMethod` (one rank for all clients).
     """
+
+    OFFERS = NEEDS = frozenset({compat.FEDLEASE})
 
     def __init__(self, *args: Any, max_experts: int = 4, **kwargs: Any) -> None:
         self.max_experts = max_experts
@@ -88,14 +93,23 @@ class FedLEASEMethod(LoRAMethod):
         else:
             upload = bool(int(extras.get(UPLOAD_KEY, torch.tensor(0))))
             self.phase, self.cluster, self.num_active = ("upload" if upload else "warmup"), None, 0
-        self._set_trainable()
-
-    def _set_trainable(self) -> None:
         for layer in self.expert_layers():
             layer.active = self.num_active
-            for p in layer.warm.parameters():
-                p.requires_grad_(self.phase != "clustered")
-            for j, expert in enumerate(layer.experts):
-                for p in expert.parameters():
-                    p.requires_grad_(self.phase == "clustered" and j == self.cluster)
-            layer.router.weight.requires_grad_(self.phase == "clustered")
+
+    # ------------------------------------------------------------------ what trains
+    def group_of(self, key: str) -> str:
+        """``warm``, ``router`` or ``expert.<j>``."""
+        if ".warm." in key:
+            return "warm"
+        if key.endswith("router.weight"):
+            return "router"
+        match = EXPERT.search(key)
+        return f"expert.{match.group(1)}" if match else "other"
+
+    def trainable_groups(
+        self, step: int, num_steps: int, round_idx: int, num_rounds: int
+    ) -> frozenset[str]:
+        """The warm-up LoRA until clustering; then the own cluster's expert and the router."""
+        if self.phase != "clustered":
+            return frozenset({"warm"})
+        return frozenset({f"expert.{self.cluster}", "router"})

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from fedmllm import compat
 from fedmllm.methods.lora_module import LoRAMethod
 
 
@@ -45,6 +46,8 @@ class FRLoRAMethod(LoRAMethod):
             Dropout should be 0: the LoRA path carries W0's principal part, so dropping
             its input would drop part of the pretrained layer.
     """
+
+    OFFERS = NEEDS = frozenset({compat.FRLORA})
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

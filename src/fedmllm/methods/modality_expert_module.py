@@ -18,9 +18,13 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from typing import Any
 
+import torch
+
+from fedmllm import compat
 from fedmllm.lora.modality_expert import (
+    ModalityExpertLinear,
+    check_modalities,
     expert_modality,
-    inject_modality_experts,
     modality_routing,
 )
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
@@ -71,6 +75,8 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
             projector, stage schedule, share, ...).
     """
 
+    NEEDS = frozenset({compat.PARTIAL_UPDATES})
+
     def __init__(
         self,
         engine: Any,
@@ -82,7 +88,7 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
         **kwargs: Any,
     ) -> None:
         # Read by the injection hooks, which the parent constructor calls.
-        self.modalities = tuple(str(m) for m in modalities)
+        self.modalities = check_modalities(modalities)
         self.shared_expert = shared_expert
         self.experts_in_encoder = experts_in_encoder
         super().__init__(engine, list(target_modules), name=name, **kwargs)
@@ -90,45 +96,45 @@ class ModalityExpertMethod(MultimodalLoRAMethod):
             engine.collator = ModalityTaggedCollator(engine.collator)
         self._counts: dict[str, int] = {}
 
-    def _experts(self, targets: list[str], module_filter: str | None) -> list[str]:
-        return inject_modality_experts(
-            self.model,
-            targets,
-            self.modalities,
-            shared_expert=self.shared_expert,
-            module_filter=module_filter,
-            **self.lora_args,
-        )
+    def _layer_factory(self, dropout: float) -> Any:
+        """Modality experts instead of plain LoRA on the LLM's targets."""
 
-    def _inject_llm(self, targets: list[str], module_filter: str | None) -> list[str]:
-        return self._experts(targets, module_filter)
+        def factory(_name: str, linear: torch.nn.Linear) -> ModalityExpertLinear:
+            return ModalityExpertLinear(
+                linear, self.modalities, self.r, self.alpha, dropout, self.use_rslora,
+                self.shared_expert,
+            )  # fmt: skip
+
+        return factory
 
     def _inject_encoder(self, targets: list[str], module_filter: str | None) -> list[str]:
-        if self.experts_in_encoder:
-            return self._experts(targets, module_filter)
-        return super()._inject_encoder(targets, module_filter)
+        if not self.experts_in_encoder:
+            return super()._inject_encoder(targets, module_filter)
+        return self._inject(targets, module_filter, self._layer_factory(self.dropout))
 
-    def _context(self, batch: dict[str, Any]) -> AbstractContextManager[Any]:
+    def forward_context(self, batch: dict[str, Any]) -> AbstractContextManager[Any]:
+        """Route each row through its modality's expert."""
         return modality_routing(self.model, batch_modalities(batch))
 
-    def _begin_local(self) -> None:
-        super()._begin_local()
+    def begin_local(self, num_steps: int) -> None:
+        super().begin_local(num_steps)
         self._counts = {}
 
-    def _observe(self, batch: dict[str, Any]) -> frozenset[str]:
-        reach = super()._observe(batch)
+    def groups_reached(self, batch: dict[str, Any]) -> frozenset[str]:
+        reach = super().groups_reached(batch)
         for m in batch_modalities(batch):
             self._counts[m] = self._counts.get(m, 0) + 1
         return reach
 
-    def _local_metrics(self) -> dict[str, float]:
+    def local_metrics(self) -> dict[str, float]:
         # Fractions, not counts: the server multiplies by the client's n_k, so a client that
         # holds one modality weighs its expert by exactly its dataset size.
         total = sum(self._counts.values())
         return {f"modality_frac/{m}": c / total for m, c in sorted(self._counts.items())}
 
-    def _sends(self, key: str) -> bool:
-        if not super()._sends(key):
+    def was_reached(self, key: str) -> bool:
+        """As the parent's, and an expert only if its modality was in the client's batches."""
+        if not super().was_reached(key):
             return False
         modality = expert_modality(key)
         return modality is None or self._reached is None or modality in self._counts

@@ -25,38 +25,6 @@ REFERENCE, GLOBAL, PERSONALISED, OURS, OTHER = (
 GROUP_ORDER = (REFERENCE, GLOBAL, PERSONALISED, OURS, OTHER)
 """Row blocks of the comparison table, as in Table 1 of the Fed-MoLE paper."""
 
-_GLOBAL_METHODS = ("fedavg", "fedprox", "scaffold", "fedadam", "fedyogi", "fedadagrad")
-_GLOBAL_METHODS += ("ffa", "flexlora", "fedex", "frlora", "feda2")
-_OURS = ("mole", "mole_v1", "mole_m1", "mole_m2", "mole_m3", "modality_expert")
-METHOD_GROUPS: dict[str, str] = {
-    "standalone": REFERENCE,
-    "centralized": REFERENCE,
-    **dict.fromkeys(_GLOBAL_METHODS, GLOBAL),
-    **dict.fromkeys(("fedsa", "feddpa", "fedlease"), PERSONALISED),
-    **dict.fromkeys(_OURS, OURS),
-}
-
-DISPLAY_NAMES: dict[str, str] = {
-    "standalone": "Standalone",
-    "centralized": "Centralized",
-    "fedavg": "FedAvg",
-    "fedprox": "FedProx",
-    "scaffold": "Scaffold",
-    "fedadam": "FedAdam",
-    "fedyogi": "FedYogi",
-    "fedadagrad": "FedAdagrad",
-    "ffa": "FFA-LoRA",
-    "flexlora": "FlexLoRA",
-    "fedex": "FedEx-LoRA",
-    "frlora": "FRLoRA",
-    "feda2": "FedA²-LoRA",
-    "fedsa": "FedSA-LoRA",
-    "feddpa": "FedDPA-LoRA",
-    "fedlease": "FedLEASE",
-    "mole": "Fed-MoLE",
-    "modality_expert": "Modality experts",
-}
-
 # Config keys that never make two runs different methods: where they ran, how they logged,
 # which seed (seeds are what mean ± std is taken over).
 IGNORED_CONFIG_PREFIXES = (
@@ -108,16 +76,13 @@ class Run:
     @property
     def display(self) -> str:
         """Paper-style name plus the variant's distinguishing overrides, if any."""
-        name = DISPLAY_NAMES.get(self.method, self.method)
+        name = str(self.raw.get("display_name") or self.method)
         return f"{name} [{self.variant}]" if self.variant else name
 
 
 def method_group(results: dict[str, Any]) -> str:
-    """The table block of a run: ``method_group`` in the results wins over the name mapping."""
-    explicit = results.get("method_group")
-    if explicit:
-        return str(explicit)
-    return METHOD_GROUPS.get(str(results["method"]), OTHER)
+    """The table block of a run, as its method or rule declared it (``Other`` if neither)."""
+    return str(results.get("method_group") or OTHER)
 
 
 def find_results(paths: Sequence[str | Path]) -> list[Path]:

@@ -64,17 +64,14 @@ def make_round_server(c: Components) -> tuple[RoundServer, AdapterState]:
 def shareable_fn(method: Any, server: RoundServer, initial: AdapterState) -> Shareable:
     """``(client id, extras) → shapes of the update and of the extras the client may send``:
     the method's shared keys, after hearing the round's extras (FedLEASE's phase), at the
-    client's rank; extras as the method's ``client_extras_shapes`` says (none without it)."""
+    client's rank; extras as the method's ``client_extras_shapes`` says."""
 
     def shareable(client_id: str, extras: AdapterState) -> tuple[Shapes, Shapes]:
-        begin = getattr(method, "begin_client", None)
-        if begin is not None:
-            begin(client_id, dict(extras))
+        method.begin_client(client_id, dict(extras))
         rank = server.rank(client_id)
         base = initial if rank is None else server.aggregator.for_client(initial, rank)
         shared = {k: base[k] for k in method.shared_keys(initial) if k in base}
-        extras_shapes = getattr(method, "client_extras_shapes", None)
-        return shapes(shared), (extras_shapes(shared) if extras_shapes is not None else {})
+        return shapes(shared), method.client_extras_shapes(shared)
 
     return shareable
 
@@ -148,7 +145,7 @@ def _results(cfg: Any, c: Components, strategy: FedMLLMStrategy, wall_s: float) 
         log.warning("clients without final scores, left out of results.json: %s", missing)
     out = strategy.ledger.outcome(scores, baselines, wall_s, strategy.server.describe())
     validation = getattr(c.benchmark, "validation", None)
-    results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation)
+    results = build_results(cfg, c.method, c.benchmark.name, out, scored, validation, c.aggregator)
     results["peak_rss_scope"] = "server"
     return results
 
