@@ -96,9 +96,14 @@ def _image_size(processor: object) -> int | None:
 
 
 def _skip_modules(modules: dict[str, Any] | None) -> list[str]:
-    """Modules bitsandbytes leaves unquantised: vision tower, projector and the output head."""
+    """Modules bitsandbytes leaves unquantised: vision tower, projector and the output head.
+
+    bitsandbytes matches plain substrings of module names, so the ``modules`` regexes are
+    split at their alternatives (``vision_tower|vision_model`` -> both names).
+    """
     names = dict(modules or {})
-    return [str(names[k]) for k in ("vision", "projector") if names.get(k)] + ["lm_head"]
+    skip = [part for k in ("vision", "projector") if names.get(k) for part in str(names[k]).split("|")]
+    return [s.replace("\\", "") for s in skip] + ["lm_head"]
 
 
 def _missing_model(path_or_id: str, local_files_only: bool) -> FileNotFoundError:

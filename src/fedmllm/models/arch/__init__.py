@@ -72,3 +72,27 @@ def build_model(
 def build_meta_model(name_or_path: str | Path, dtype: torch.dtype = torch.bfloat16):
     """A shipped architecture on the meta device: shapes and module names, no weights."""
     return build_model(arch_config(name_or_path), dtype, "meta")
+
+
+def image_tokens(config: PretrainedConfig, processor_kwargs: dict | None = None) -> int:
+    """Visual tokens one image puts into the language model's sequence (0: text only).
+
+    LLaVA: the CLIP patch grid (576 at 336 px / 14). Qwen2-VL: one token per 28x28 pixels
+    after 2x2 merging, at most ``max_pixels / 784`` (the processor's cap; 1280 by default).
+    Idefics3/SmolVLM: ``(image_size / patch)^2 / scale_factor^2`` per tile, times 17 tiles
+    (4x4 plus the global image) with image splitting, 1 tile without.
+    """
+    kwargs = dict(processor_kwargs or {})
+    vision = getattr(config, "vision_config", None)
+    if vision is None:
+        return 0
+    kind = config.model_type
+    if kind in ("llava",):
+        return (vision.image_size // vision.patch_size) ** 2
+    if kind in ("qwen2_vl", "qwen2_5_vl"):
+        side = vision.patch_size * vision.spatial_merge_size
+        return int(kwargs.get("max_pixels", 28 * 28 * 1280)) // side**2
+    if kind in ("idefics3", "smolvlm"):
+        tile = (vision.image_size // vision.patch_size) ** 2 // config.scale_factor**2
+        return tile * (17 if kwargs.get("do_image_splitting", True) else 1)
+    raise ValueError(f"no image-token rule for model type {kind!r}")

@@ -1,0 +1,280 @@
+"""Cost dry run: what a federation will send and need, before any GPU hour is spent.
+
+``python -m fedmllm.cost experiment=fedmed_mole model=llava_1_5_7b [--wire-dtype bfloat16]``
+composes the same config as ``train.py``, builds the model's architecture on the meta device
+from the shipped ``config.json`` (no weights, no download), injects the method's adapters
+through the method config, and runs the server rule once on a miniature of the shared state
+with the same keys, so every rule's extra traffic (SCAFFOLD's control variates, FedEx-LoRA's
+dense residual, ...) is found by the rule itself. It prints per client and per round the
+trainable parameters and the bytes up and down at the wire dtype, the whole run's traffic, the
+same for full fine-tuning, and a peak-GPU-memory estimate (``fedmllm.models.memory_estimate``).
+
+Traffic follows the simulator's accounting: a sampled client sends its shared tensors plus
+its extras and receives the global tensors it needs plus the server's broadcast extras; base
+weight updates go to every training client. Floating tensors travel at the wire dtype.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from fedmllm.cost_traffic import Traffic, count_traffic, full_ft_traffic
+from fedmllm.federation.sampling import sample_clients
+from fedmllm.lora.state import adapter_parameter_names
+from fedmllm.models.arch import arch_config, build_model, image_tokens
+from fedmllm.models.hf import parse_dtype
+from fedmllm.models.memory_estimate import DecoderDims, TrainingShape, estimate_peak
+
+WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+TEXT_TOKENS = 128  # question + answer tokens beside the image tokens, per sample
+
+
+def config_dir() -> Path:
+    """The configs folder ``train.py`` composes from."""
+    return Path(__file__).resolve().parents[2] / "configs"
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    """The train config with Hydra command-line ``overrides`` (e.g. ``experiment=...``)."""
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)
+
+
+def client_count(cfg: DictConfig, override: int | None) -> int:
+    """Training clients: ``--clients``, else the benchmark's partition or modality count."""
+    if override is not None:
+        return override
+    if cfg.method.get("pooled"):
+        return 1
+    bench = cfg.benchmark
+    count = OmegaConf.select(bench, "partition.num_clients") or len(bench.get("modalities") or [])
+    if not count:
+        raise ValueError("the benchmark config does not say how many clients: pass --clients N")
+    return int(count)
+
+
+@contextmanager
+def _cpu_generators_for_meta() -> Iterator[None]:
+    """Let a method seed its initialisation on a meta model (``torch.Generator(device=meta)``
+    does not exist): the generator is made on the CPU; meta tensors ignore its draws anyway."""
+    real = torch.Generator
+
+    def generator(device: Any = None) -> torch.Generator:
+        return real(device="cpu" if str(device) == "meta" else device)
+
+    torch.Generator = generator  # type: ignore[misc,assignment]
+    try:
+        yield
+    finally:
+        torch.Generator = real  # type: ignore[misc]
+
+
+def meta_method(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """``(model, method, config)``: the architecture on meta with the method's adapters in."""
+    arch = cfg.model.get("arch")
+    if not arch:
+        raise ValueError(
+            "the cost dry run needs an architecture (model.arch): use a named model config "
+            "(model=llava_1_5_7b, ...) or model=hf with model.path=<folder with config.json>"
+        )
+    config = arch_config(arch)
+    dtype = parse_dtype(cfg.model.get("dtype"))
+    model = build_model(config, dtype if isinstance(dtype, torch.dtype) else torch.bfloat16)
+    engine = SimpleNamespace(model=model, collator=None, gen_collator=None, tokenizer=None)
+    with _cpu_generators_for_meta():
+        method = instantiate(cfg.method, _partial_=True)(engine=engine)
+    return model, method, config
+
+
+def parameter_roles(model: Any, cfg: DictConfig) -> dict[str, int]:
+    """Parameter counts: total, language model (+ head), adapters, trainable, frozen adapters."""
+    adapters = set(adapter_parameter_names(model))
+    params = dict(model.named_parameters())
+    head = [str(h) for h in (cfg.model.get("head") or [])]
+    head_params = sum(p.numel() for n, p in params.items() if n.split(".")[0] in head)
+    language = cfg.model.get("modules", {}).get("language") or "language_model"
+    trainable = sum(params[n].numel() for n in adapters if params[n].requires_grad)
+    adapter_total = sum(params[n].numel() for n in adapters)
+    base = {n: p.numel() for n, p in params.items() if n not in adapters}
+    in_language = re.compile(rf"({language})|^lm_head\.")
+    return {
+        "total": sum(base.values()),
+        "language_model": sum(v for n, v in base.items() if in_language.search(n)),
+        "head": head_params,
+        "adapter": adapter_total,
+        "trainable": trainable + head_params,
+        "frozen_adapter": adapter_total - trainable,
+    }
+
+
+def memory(cfg: DictConfig, model: Any, config: Any, roles: dict[str, int]) -> dict[str, Any]:
+    """The peak-memory estimate of one client's training step."""
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
+    gated = text.model_type not in ("roberta", "bert")
+    dims = DecoderDims(
+        text.hidden_size, text.intermediate_size, text.num_hidden_layers, kv, text.vocab_size, gated
+    )
+    per_layer_in, per_layer_rank = _adapted_per_layer(model, text.num_hidden_layers)
+    seq = image_tokens(config, cfg.model.get("processor_kwargs")) + TEXT_TOKENS
+    dtype = parse_dtype(cfg.model.get("dtype"))
+    shape = TrainingShape(
+        base_params=roles["total"],
+        quantizable_params=_quantizable(model, cfg),
+        trainable_params=roles["trainable"],
+        frozen_adapter_params=roles["frozen_adapter"],
+        adapted_inputs_per_layer=per_layer_in,
+        adapter_rank_per_layer=per_layer_rank,
+        tokens=int(cfg.federation.batch_size) * seq,
+        dtype_bytes=dtype.itemsize if isinstance(dtype, torch.dtype) else 2,
+        quantization=cfg.model.get("quantization"),
+        gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")),
+    )
+    return {**estimate_peak(dims, shape), "seq_len": seq}
+
+
+def _quantizable(model: Any, cfg: DictConfig) -> int:
+    """Weights of the language model's frozen linear layers (what bitsandbytes quantises)."""
+    language = re.compile(cfg.model.get("modules", {}).get("language") or "language_model")
+    adapters = set(adapter_parameter_names(model))
+    total = 0
+    for name, p in model.named_parameters():
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        if name in adapters or not isinstance(owner, torch.nn.Linear):
+            continue
+        if name.endswith(".weight") and language.search(name):
+            total += p.numel()
+    return total
+
+
+def _adapted_per_layer(model: Any, layers: int) -> tuple[int, int]:
+    """Sum of adapted linears' input widths and of their ranks, averaged per decoder layer."""
+    inputs = ranks = 0
+    for _, m in model.named_modules():
+        lora_a = getattr(m, "lora_A", None)
+        if hasattr(m, "base_layer") and lora_a is not None:
+            inputs += m.in_features
+            ranks += lora_a.weight.shape[0] * (1 + getattr(m, "top_k", 0))
+    return inputs // max(1, layers), ranks // max(1, layers)
+
+
+def dry_run(
+    overrides: list[str], wire_dtype: str = "float32", clients: int | None = None
+) -> dict[str, Any]:
+    """The whole cost report of a composed config (see the module docstring).
+
+    Args:
+        overrides: Hydra overrides, as for ``train.py``.
+        wire_dtype: Dtype floating tensors travel in (``float32``, ``bfloat16``, ``float16``).
+        clients: Number of training clients (default: the benchmark's).
+
+    Returns:
+        A JSON-ready dict: ``params``, ``per_client``, ``per_round``, ``run``, ``full_ft``,
+        ``memory`` and the settings used.
+    """
+    if wire_dtype not in WIRE_DTYPES:
+        raise ValueError(f"--wire-dtype must be one of {sorted(WIRE_DTYPES)}, got {wire_dtype!r}")
+    cfg = compose_config(overrides)
+    model, method, config = meta_method(cfg)
+    aggregator = instantiate(cfg.aggregator)
+    k = client_count(cfg, clients)
+    ids = [str(i) for i in range(k)]
+    sampled = len(sample_clients(ids, 0, 0, cfg.federation.get("clients_per_round")))
+    rounds = int(cfg.federation.rounds)
+    wire = WIRE_DTYPES[wire_dtype]
+    roles = parameter_roles(model, cfg)
+    traffic: Traffic = count_traffic(method, aggregator, model, k, wire)
+    return {
+        "model": str(cfg.model.get("arch")),
+        "method": str(cfg.method.get("name")),
+        "aggregator": type(aggregator).__name__,
+        "wire_dtype": wire_dtype,
+        "clients": k,
+        "clients_per_round": sampled,
+        "rounds": rounds,
+        "params": roles,
+        **traffic.report(k, sampled, rounds),
+        "full_ft": {
+            "language_model": full_ft_traffic(roles["language_model"], wire, k, sampled, rounds),
+            "whole_model": full_ft_traffic(roles["total"], wire, k, sampled, rounds),
+        },
+        "memory": memory(cfg, model, config, roles),
+    }
+
+
+def _size(n: float) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n:.0f} B"
+
+
+def print_report(report: dict[str, Any], console: Console | None = None) -> None:
+    """The report as three small tables (parameters and traffic, full FT, memory)."""
+    console = console or Console()
+    p, c, r, run = report["params"], report["per_client"], report["per_round"], report["run"]
+    title = (
+        f"{report['model']} · {report['method']} · {report['aggregator']} · wire "
+        f"{report['wire_dtype']} · {report['clients']} clients ({report['clients_per_round']} "
+        f"per round) · {report['rounds']} rounds"
+    )
+    table = Table(title=title)
+    for col in ("", "params", "up", "down", "total"):
+        table.add_column(col, justify="right" if col else "left")
+    table.add_row("trainable / client", f"{p['trainable'] / 1e6:.2f} M", "", "", "")
+    table.add_row(
+        "per client, per round",
+        f"up {c['up_params'] / 1e6:.2f} M / down {c['down_params'] / 1e6:.2f} M",
+        _size(c["up_bytes"]),
+        _size(c["down_bytes"]),
+        _size(c["up_bytes"] + c["down_bytes"]),
+    )
+    table.add_row("per round", "", _size(r["up_bytes"]), _size(r["down_bytes"]), _size(r["total_bytes"]))
+    table.add_row("whole run", "", _size(run["up_bytes"]), _size(run["down_bytes"]), _size(run["total_bytes"]))
+    for label, ft in report["full_ft"].items():
+        table.add_row(
+            f"full FT ({label}) per round",
+            f"{ft['params'] / 1e9:.3f} B",
+            "",
+            "",
+            _size(ft["per_round_bytes"]),
+        )
+    console.print(table)
+    mem = report["memory"]
+    parts = ", ".join(f"{k[:-3]} {v:.2f}" for k, v in mem.items() if k.endswith("_gb") and k != "peak_gb")
+    console.print(f"peak GPU memory estimate: {mem['peak_gb']:.2f} GB ({parts}; seq {mem['seq_len']})")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    """Command line: our flags, then Hydra overrides (``experiment=... model=...``)."""
+    parser = argparse.ArgumentParser(prog="python -m fedmllm.cost", description=__doc__.split("\n")[0])
+    parser.add_argument("--wire-dtype", default="float32", choices=sorted(WIRE_DTYPES))
+    parser.add_argument("--clients", type=int, default=None, help="training clients")
+    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    args, overrides = parser.parse_known_args(argv)
+    report = dry_run(overrides, args.wire_dtype, args.clients)
+    print_report(report)
+    if args.json is not None:
+        args.json.write_text(json.dumps(report, indent=2))
+    return report
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
