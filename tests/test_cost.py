@@ -130,7 +130,7 @@ def test_command_line_prints_and_writes_json(tmp_path, capsys):
 
 
 def test_tiny_model_needs_an_architecture():
-    with pytest.raises(ValueError, match="model.arch"):
+    with pytest.raises(ValueError, match="needs an architecture"):
         dry_run(["model=tiny_vlm"])
 
 

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig
 from rich.console import Console
 from rich.table import Table
 
@@ -56,16 +56,29 @@ def compose_config(overrides: list[str]) -> DictConfig:
 
 
 def client_count(cfg: DictConfig, override: int | None) -> int:
-    """Training clients: ``--clients``, else the benchmark's partition or modality count."""
+    """Training clients: ``--clients``, else what the benchmark config says.
+
+    One pooled client for Centralized. With the default ``source`` partition, one client per
+    source: the benchmark's ``clients`` mapping (real data), its ``modalities`` (cross-modal)
+    or ``partition.num_clients`` (the synthetic benchmarks set it to their source count);
+    other schemes split into ``partition.num_clients``. Anything else needs ``--clients``.
+    """
     if override is not None:
         return override
     if cfg.method.get("pooled"):
         return 1
     bench = cfg.benchmark
-    count = OmegaConf.select(bench, "partition.num_clients") or len(bench.get("modalities") or [])
-    if not count:
-        raise ValueError("the benchmark config does not say how many clients: pass --clients N")
-    return int(count)
+    part = bench.get("partition") or {}
+    if part.get("scheme", "source") != "source":
+        if part.get("sources"):
+            raise ValueError("a partition of some sources only: pass --clients N")
+        return int(part["num_clients"])
+    sources = bench.get("clients") or bench.get("modalities")
+    if isinstance(sources, (DictConfig, ListConfig)) and len(sources):
+        return len(sources)
+    if part.get("num_clients"):
+        return int(part["num_clients"])
+    raise ValueError("the benchmark config does not say how many clients: pass --clients N")
 
 
 @contextmanager
@@ -84,15 +97,24 @@ def _cpu_generators_for_meta() -> Iterator[None]:
         torch.Generator = real  # type: ignore[misc]
 
 
-def meta_method(cfg: DictConfig) -> tuple[Any, Any, Any]:
-    """``(model, method, config)``: the architecture on meta with the method's adapters in."""
+def architecture(cfg: DictConfig) -> str:
+    """What train.py would load: a local ``model.path`` holding a config.json, else the
+    shipped architecture named by ``model.arch``."""
+    path = cfg.model.get("path")
+    if path and (Path(str(path)).expanduser() / "config.json").is_file():
+        return str(path)
     arch = cfg.model.get("arch")
     if not arch:
         raise ValueError(
-            "the cost dry run needs an architecture (model.arch): use a named model config "
-            "(model=llava_1_5_7b, ...) or model=hf with model.path=<folder with config.json>"
+            "the cost dry run needs an architecture: a named model config (model=llava_1_5_7b, "
+            "...), model.arch=<shipped name>, or model.path=<local folder with config.json>"
         )
-    config = arch_config(arch)
+    return str(arch)
+
+
+def meta_method(cfg: DictConfig) -> tuple[Any, Any, Any]:
+    """``(model, method, config)``: the architecture on meta with the method's adapters in."""
+    config = arch_config(architecture(cfg))
     dtype = parse_dtype(cfg.model.get("dtype"))
     model = build_model(config, dtype if isinstance(dtype, torch.dtype) else torch.bfloat16)
     engine = SimpleNamespace(model=model, collator=None, gen_collator=None, tokenizer=None)
@@ -202,7 +224,7 @@ def dry_run(
     roles = parameter_roles(model, cfg)
     traffic: Traffic = count_traffic(method, aggregator, model, k, wire)
     return {
-        "model": str(cfg.model.get("arch")),
+        "model": architecture(cfg),
         "method": str(cfg.method.get("name")),
         "aggregator": type(aggregator).__name__,
         "wire_dtype": wire_dtype,

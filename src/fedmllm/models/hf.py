@@ -130,6 +130,8 @@ def build_hf_engine(
     public: Sequence[Any] | None = None,
     vocabulary: Sequence[str] | None = None,
     cache_dir: str | None = None,
+    pretrain: dict[str, Any] | None = None,
+    progress: bool = True,
 ) -> Engine:
     """Load a model and its processor into an engine with a frozen base.
 
@@ -154,6 +156,9 @@ def build_hf_engine(
         public: The benchmark's public split; a pretrained model does not use it.
         vocabulary: The benchmark's word list; a pretrained model keeps its own tokenizer.
         cache_dir: The tiny model's cache; not used here.
+        pretrain: The tiny model's pretraining settings (``debug=smoke`` sets them for any
+            model); a pretrained model ignores them.
+        progress: The tiny model's progress bar; not used here.
 
     Returns:
         The engine; its collators use the processor, which expands image tokens itself.
@@ -161,7 +166,7 @@ def build_hf_engine(
     Raises:
         FileNotFoundError: When the model cannot be found locally, saying how to fetch it.
     """
-    del arch, public, vocabulary, cache_dir  # other builders' inputs (see Args)
+    del arch, public, vocabulary, cache_dir, pretrain, progress  # other builders' inputs
     template = get_template(family)
     torch_dtype = parse_dtype(dtype)
     quant = quantization_config(quantization, torch_dtype, _skip_modules(modules))
