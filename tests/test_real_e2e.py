@@ -122,7 +122,9 @@ def test_eval_resume_and_peft_export_on_llava(make_cfg, real_checkpoints, tmp_pa
     assert set(state) == set(sim.global_state) and config["peft_type"] == "LORA"
     from peft import PeftModel
 
-    peft_model = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(path), export)
+    peft_model = PeftModel.from_pretrained(
+        AutoModelForImageTextToText.from_pretrained(path), export
+    )
     engine = objects["components"].engine
     method.load_adapter_state(sim.global_state)
     batch = engine.collator(objects["components"].eval_clients[0].test[:2])

@@ -38,7 +38,7 @@ from fedmllm.federation.sampling import sample_clients
 from fedmllm.lora.state import adapter_parameter_names
 from fedmllm.models.arch import arch_config, build_model, image_tokens
 from fedmllm.models.hf import parse_dtype
-from fedmllm.models.memory_estimate import DecoderDims, TrainingShape, estimate_peak
+from fedmllm.models.memory_estimate import decoder_dims, estimate_peak, training_shape
 
 WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEXT_TOKENS = 128  # question + answer tokens beside the image tokens, per sample
@@ -146,55 +146,19 @@ def parameter_roles(model: Any, cfg: DictConfig) -> dict[str, int]:
 
 def memory(cfg: DictConfig, model: Any, config: Any, roles: dict[str, int]) -> dict[str, Any]:
     """The peak-memory estimate of one client's training step."""
-    text = config.get_text_config()
-    heads = text.num_attention_heads
-    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
-    kv = (getattr(text, "num_key_value_heads", None) or heads) * head_dim
-    gated = text.model_type not in ("roberta", "bert")
-    dims = DecoderDims(
-        text.hidden_size, text.intermediate_size, text.num_hidden_layers, kv, text.vocab_size, gated
-    )
-    per_layer_in, per_layer_rank = _adapted_per_layer(model, text.num_hidden_layers)
     seq = image_tokens(config, cfg.model.get("processor_kwargs")) + TEXT_TOKENS
     dtype = parse_dtype(cfg.model.get("dtype"))
-    shape = TrainingShape(
-        base_params=roles["total"],
-        quantizable_params=_quantizable(model, cfg),
-        trainable_params=roles["trainable"],
-        frozen_adapter_params=roles["frozen_adapter"],
-        adapted_inputs_per_layer=per_layer_in,
-        adapter_rank_per_layer=per_layer_rank,
+    shape = training_shape(
+        model,
+        config,
+        language=cfg.model.get("modules", {}).get("language") or "language_model",
         tokens=int(cfg.federation.batch_size) * seq,
         dtype_bytes=dtype.itemsize if isinstance(dtype, torch.dtype) else 2,
         quantization=cfg.model.get("quantization"),
         gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")),
+        head_params=roles["head"],
     )
-    return {**estimate_peak(dims, shape), "seq_len": seq}
-
-
-def _quantizable(model: Any, cfg: DictConfig) -> int:
-    """Weights of the language model's frozen linear layers (what bitsandbytes quantises)."""
-    language = re.compile(cfg.model.get("modules", {}).get("language") or "language_model")
-    adapters = set(adapter_parameter_names(model))
-    total = 0
-    for name, p in model.named_parameters():
-        owner = model.get_submodule(name.rsplit(".", 1)[0])
-        if name in adapters or not isinstance(owner, torch.nn.Linear):
-            continue
-        if name.endswith(".weight") and language.search(name):
-            total += p.numel()
-    return total
-
-
-def _adapted_per_layer(model: Any, layers: int) -> tuple[int, int]:
-    """Sum of adapted linears' input widths and of their ranks, averaged per decoder layer."""
-    inputs = ranks = 0
-    for _, m in model.named_modules():
-        lora_a = getattr(m, "lora_A", None)
-        if hasattr(m, "base_layer") and lora_a is not None:
-            inputs += m.in_features
-            ranks += lora_a.weight.shape[0] * (1 + getattr(m, "top_k", 0))
-    return inputs // max(1, layers), ranks // max(1, layers)
+    return {**estimate_peak(decoder_dims(config), shape), "seq_len": seq}
 
 
 def dry_run(
@@ -268,8 +232,9 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         _size(c["down_bytes"]),
         _size(c["up_bytes"] + c["down_bytes"]),
     )
-    table.add_row("per round", "", _size(r["up_bytes"]), _size(r["down_bytes"]), _size(r["total_bytes"]))
-    table.add_row("whole run", "", _size(run["up_bytes"]), _size(run["down_bytes"]), _size(run["total_bytes"]))
+    for label, part in (("per round", r), ("whole run", run)):
+        sizes = (_size(part[k]) for k in ("up_bytes", "down_bytes", "total_bytes"))
+        table.add_row(label, "", *sizes)
     for label, ft in report["full_ft"].items():
         table.add_row(
             f"full FT ({label}) per round",
@@ -280,13 +245,18 @@ def print_report(report: dict[str, Any], console: Console | None = None) -> None
         )
     console.print(table)
     mem = report["memory"]
-    parts = ", ".join(f"{k[:-3]} {v:.2f}" for k, v in mem.items() if k.endswith("_gb") and k != "peak_gb")
-    console.print(f"peak GPU memory estimate: {mem['peak_gb']:.2f} GB ({parts}; seq {mem['seq_len']})")
+    parts = ", ".join(
+        f"{k[:-3]} {v:.2f}" for k, v in mem.items() if k.endswith("_gb") and k != "peak_gb"
+    )
+    console.print(
+        f"peak GPU memory estimate: {mem['peak_gb']:.2f} GB ({parts}; seq {mem['seq_len']})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: our flags, then Hydra overrides (``experiment=... model=...``)."""
-    parser = argparse.ArgumentParser(prog="python -m fedmllm.cost", description=__doc__.split("\n")[0])
+    first_line = (__doc__ or "").split("\n")[0]
+    parser = argparse.ArgumentParser(prog="python -m fedmllm.cost", description=first_line)
     parser.add_argument("--wire-dtype", default="float32", choices=sorted(WIRE_DTYPES))
     parser.add_argument("--clients", type=int, default=None, help="training clients")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")

@@ -174,9 +174,9 @@ def count_traffic(
     shared, note = _one_modality(method.shared_keys(state), modalities)
     hook = getattr(method, "received_keys", None)
     received, _ = _one_modality(hook(list(shared)) if hook else list(shared), modalities)
-    extra_shapes = dict(getattr(method, "client_extras_shapes", lambda s: {})(
-        {k: state[k] for k in shared}
-    ))
+    extra_shapes = dict(
+        getattr(method, "client_extras_shapes", lambda s: {})({k: state[k] for k in shared})
+    )
     extras = {k: (tuple(s), torch.float32) for k, s in extra_shapes.items()}
     before, after, base = _server_keys(
         aggregator, miniature({k: shapes[k] for k in shared}), miniature(extras, 1), num_clients

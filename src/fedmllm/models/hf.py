@@ -86,6 +86,18 @@ def quantization_config(
     )
 
 
+def set_checkpointing(model: Any, on: bool) -> None:
+    """Turn (non-reentrant) activation checkpointing on or off.
+
+    transformers 5.25 renamed ``gradient_checkpointing_*`` to ``activation_checkpointing_*``
+    (the old names warn); earlier 5.x releases have only the old ones.
+    """
+    verb = "enable" if on else "disable"
+    new = getattr(model, f"activation_checkpointing_{verb}", None)
+    call = new if new is not None else getattr(model, f"gradient_checkpointing_{verb}")
+    call(gradient_checkpointing_kwargs={"use_reentrant": False}) if on else call()
+
+
 def _image_size(processor: object) -> int | None:
     """The square crop side of the processor's image processor, when it has one."""
     crop = getattr(getattr(processor, "image_processor", None), "crop_size", None)
@@ -102,7 +114,8 @@ def _skip_modules(modules: dict[str, Any] | None) -> list[str]:
     split at their alternatives (``vision_tower|vision_model`` -> both names).
     """
     names = dict(modules or {})
-    skip = [part for k in ("vision", "projector") if names.get(k) for part in str(names[k]).split("|")]
+    patterns = [str(names[k]) for k in ("vision", "projector") if names.get(k)]
+    skip = [part for pattern in patterns for part in pattern.split("|")]
     return [s.replace("\\", "") for s in skip] + ["lm_head"]
 
 
@@ -178,14 +191,16 @@ def build_hf_engine(
     elif device is not None:
         load["device_map"] = device
     try:
-        proc = load_processor(target, template.family, processor, local_files_only, processor_kwargs)
+        proc = load_processor(
+            target, template.family, processor, local_files_only, processor_kwargs
+        )
         model = AutoModelForImageTextToText.from_pretrained(target, **load)
     except (OSError, ValueError) as exc:  # ValueError: a malformed hub id
         if source.exists():
             raise  # a local directory's own error (missing file, wrong model class) says more
         raise _missing_model(path, local_files_only) from exc
     if gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        set_checkpointing(model, True)
     engine = Engine(
         model=model.eval(),
         tokenizer=proc.tokenizer,

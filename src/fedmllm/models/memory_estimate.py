@@ -26,8 +26,13 @@ peaks beside this estimate.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from torch import nn
+
+from fedmllm.lora.state import adapter_parameter_names
 
 GB = 1e9
 NF4_BITS = 4.127  # QLoRA (Dettmers et al., 2023): NF4 plus double-quantised block constants
@@ -109,3 +114,79 @@ def estimate_peak(dims: DecoderDims, shape: TrainingShape) -> dict[str, Any]:
     }
     parts["peak_gb"] = sum(parts.values())
     return {**{k: round(v, 3) for k, v in parts.items()}, "inputs": asdict(shape)}
+
+
+def decoder_dims(config: Any) -> DecoderDims:
+    """The decoder sizes of a ``transformers`` config (its text config for a VLM)."""
+    text = config.get_text_config()
+    heads = text.num_attention_heads
+    head_dim = getattr(text, "head_dim", None) or text.hidden_size // heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    return DecoderDims(
+        hidden=text.hidden_size,
+        intermediate=text.intermediate_size,
+        layers=text.num_hidden_layers,
+        kv_hidden=kv_heads * head_dim,
+        vocab=text.vocab_size,
+        gated_mlp=text.model_type not in ("roberta", "bert"),
+    )
+
+
+def _adapted_per_layer(model: nn.Module, layers: int) -> tuple[int, int]:
+    """Adapted linears' input widths and ranks (x experts a token uses), per decoder layer."""
+    inputs = ranks = 0
+    for m in model.modules():
+        lora_a = getattr(m, "lora_A", None)
+        if hasattr(m, "base_layer") and isinstance(lora_a, nn.Linear):
+            inputs += m.in_features
+            ranks += lora_a.out_features * (1 + getattr(m, "top_k", 0))
+    return inputs // max(1, layers), ranks // max(1, layers)
+
+
+def training_shape(
+    model: nn.Module,
+    config: Any,
+    language: str,
+    tokens: int,
+    dtype_bytes: int = 2,
+    quantization: str | None = None,
+    gradient_checkpointing: bool = False,
+    head_params: int = 0,
+) -> TrainingShape:
+    """The :class:`TrainingShape` of an adapted model (meta or real).
+
+    Args:
+        model: The model with the method's adapters injected.
+        config: Its ``transformers`` config.
+        language: Regex of the language model's module names (its linears get quantised).
+        tokens: Batch size x sequence length.
+        dtype_bytes: Bytes per base weight and activation (2 for bf16/fp16).
+        quantization: ``None``, ``"nf4"`` or ``"int8"``.
+        gradient_checkpointing: Whether activations are recomputed.
+        head_params: Parameters of a task head trained in full beside the adapters.
+    """
+    adapters = set(adapter_parameter_names(model))
+    rx = re.compile(language)
+    base = trainable = frozen_adapter = quantizable = 0
+    for name, p in model.named_parameters():
+        if name in adapters:
+            trainable += p.numel() if p.requires_grad else 0
+            frozen_adapter += 0 if p.requires_grad else p.numel()
+            continue
+        base += p.numel()
+        owner = model.get_submodule(name.rsplit(".", 1)[0])
+        if isinstance(owner, nn.Linear) and name.endswith(".weight") and rx.search(name):
+            quantizable += p.numel()
+    per_in, per_rank = _adapted_per_layer(model, decoder_dims(config).layers)
+    return TrainingShape(
+        base_params=base,
+        quantizable_params=quantizable,
+        trainable_params=trainable + head_params,
+        frozen_adapter_params=frozen_adapter,
+        adapted_inputs_per_layer=per_in,
+        adapter_rank_per_layer=per_rank,
+        tokens=tokens,
+        dtype_bytes=dtype_bytes,
+        quantization=quantization,
+        gradient_checkpointing=gradient_checkpointing,
+    )
