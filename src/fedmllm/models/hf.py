@@ -92,10 +92,15 @@ def set_checkpointing(model: Any, on: bool) -> None:
     transformers 5.25 renamed ``gradient_checkpointing_*`` to ``activation_checkpointing_*``
     (the old names warn); earlier 5.x releases have only the old ones.
     """
-    verb = "enable" if on else "disable"
-    new = getattr(model, f"activation_checkpointing_{verb}", None)
-    call = new if new is not None else getattr(model, f"gradient_checkpointing_{verb}")
-    call(gradient_checkpointing_kwargs={"use_reentrant": False}) if on else call()
+    if not on:
+        off = getattr(model, "activation_checkpointing_disable", None)
+        (off or model.gradient_checkpointing_disable)()
+        return
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 def _image_size(processor: object) -> int | None:
