@@ -9,6 +9,7 @@ text tokens each), and times on it:
               through the method config (method=fedavg) and its local loop;
   lora_ckpt   the same with gradient checkpointing;
   mole        Fed-MoLE (method=mole): MoLE N=8, K=2 on up_proj, LoRA on q/k/v, ADA phases;
+  mole_ckpt   the same with gradient checkpointing;
   peft        a plain Hugging Face + PEFT loop (LoraConfig on the same modules, AdamW, the
               same clipping and autocast) on the same model and batch;
   round       one simulated round of 5 clients on the shared engine (fedmllm's Simulator,
@@ -137,7 +138,7 @@ def method_variant(
     out = measure(run, args.warmup, args.steps, device)
     shape = training_shape(
         engine.model, engine.config, "language_model", args.tokens, args.dtype_bytes,
-        gradient_checkpointing=ckpt,
+        gradient_checkpointing=ckpt, adapter_act_bytes=2 if device == "cuda" else 4,
     )  # fmt: skip
     out["estimate_gb"] = estimate_peak(decoder_dims(engine.config), shape)["peak_gb"]
     out["trainable_params"] = sum(p.numel() for p in method.parameters() if p.requires_grad)
@@ -231,6 +232,11 @@ def run_all(args: Any) -> dict[str, Any]:
     out["mole"] = method_variant(MOLE, engine, fabric, batch, args, args.device)
     strip_adapters(model)
     _clear(args.device)
+    set_checkpointing(model, True)
+    out["mole_ckpt"] = method_variant(MOLE, engine, fabric, batch, args, args.device, ckpt=True)
+    set_checkpointing(model, False)
+    strip_adapters(model)
+    _clear(args.device)
     out["peft"] = peft_variant(model, lora["adapted_modules"], batch, args, args.device)
     out["lora"] = lora
     return _payload(args, out, rounds, build_s)
@@ -238,12 +244,16 @@ def run_all(args: Any) -> dict[str, Any]:
 
 def _payload(args: Any, out: dict, rounds: list[dict], build_s: float) -> dict[str, Any]:
     variants = {}
-    for name in ("lora", "lora_ckpt", "mole", "peft"):
+    for name in ("lora", "lora_ckpt", "mole", "mole_ckpt", "peft"):
         v = {k: val for k, val in out[name].items() if k not in ("method", "adapted_modules")}
         v["tokens_per_s"] = args.tokens / v["step_s"]
         variants[name] = v
     many, one = rounds
-    mole, lora = variants["mole"]["peak_gb"], variants["lora"]["peak_gb"]
+
+    def overhead(a: str, b: str) -> float | None:
+        peak_a, peak_b = variants[a]["peak_gb"], variants[b]["peak_gb"]
+        return None if peak_a is None else peak_a - peak_b
+
     return {
         "setup": {
             "arch": "tiny_llava" if args.quick else args.arch,
@@ -258,7 +268,8 @@ def _payload(args: Any, out: dict, rounds: list[dict], build_s: float) -> dict[s
             "transformers": transformers.__version__,
         },
         "variants": variants,
-        "mole_overhead_gb": None if mole is None else mole - lora,
+        "mole_overhead_gb": overhead("mole", "lora"),
+        "mole_overhead_ckpt_gb": overhead("mole_ckpt", "lora_ckpt"),
         "mole_step_ratio": variants["mole"]["step_s"] / variants["lora"]["step_s"],
         "lora_vs_peft_step_ratio": variants["lora"]["step_s"] / variants["peft"]["step_s"],
         "round": {"many": many, "one": one, "wall_ratio": many["wall_s"] / one["wall_s"]},

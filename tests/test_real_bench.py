@@ -17,7 +17,7 @@ def test_bench_real_quick_runs_every_variant(tmp_path):
     result = bench.main(["--quick", "--out", str(out)])
     assert json.loads(out.read_text()) == json.loads(json.dumps(result))
     variants = result["variants"]
-    assert set(variants) == {"lora", "lora_ckpt", "mole", "peft"}
+    assert set(variants) == {"lora", "lora_ckpt", "mole", "mole_ckpt", "peft"}
     setup = result["setup"]
     for v in variants.values():
         assert v["step_s"] > 0
@@ -28,4 +28,10 @@ def test_bench_real_quick_runs_every_variant(tmp_path):
     assert variants["mole"]["trainable_params"] > variants["lora"]["trainable_params"]
     assert variants["lora_ckpt"]["estimate_gb"] <= variants["lora"]["estimate_gb"]
     assert result["round"]["many"]["clients"] == 5 and result["round"]["one"]["clients"] == 1
-    assert {"mole_overhead_gb", "mole_step_ratio", "lora_vs_peft_step_ratio"} <= set(result)
+    keys = {
+        "mole_overhead_gb",
+        "mole_overhead_ckpt_gb",
+        "mole_step_ratio",
+        "lora_vs_peft_step_ratio",
+    }
+    assert keys <= set(result)

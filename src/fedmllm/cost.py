@@ -157,6 +157,7 @@ def memory(cfg: DictConfig, model: Any, config: Any, roles: dict[str, int]) -> d
         quantization=cfg.model.get("quantization"),
         gradient_checkpointing=bool(cfg.model.get("gradient_checkpointing")),
         head_params=roles["head"],
+        adapter_act_bytes=2 if "16" in str(cfg.fabric.get("precision", "")) else 4,
     )
     return {**estimate_peak(decoder_dims(config), shape), "seq_len": seq}
 

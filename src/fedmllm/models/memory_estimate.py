@@ -12,10 +12,15 @@ the forward pass, just before backward):
 - **activations** kept for backward, per token of the batch (``tokens = batch x seq_len``):
   each decoder layer keeps ``7h + 2h_kv + 4i`` values of the activation dtype (norm inputs
   and outputs, q/k/v, attention and o_proj inputs, the gated MLP's four ``i``-wide tensors;
-  SDPA/flash attention keeps no ``seq x seq`` matrix) plus, per adapted linear, its input in
-  float32 (the adapter path casts it up) and the rank-``r`` intermediate. With gradient
-  checkpointing a layer keeps only its input (``h`` values) and one layer is recomputed at a
-  time. A frozen vision tower without adapters keeps nothing (no gradient flows into it);
+  SDPA/flash attention keeps no ``seq x seq`` matrix) plus, per adapted linear, its input and
+  the rank-``r`` intermediate, and per MoLE layer the ``K`` routed copies of the input and
+  the ``K`` expert outputs the gate multiplies (``K (in + out)``), all at the adapters'
+  activation bytes (4 when they compute in float32, 2 under bf16/fp16 mixed precision), plus
+  the gate-weighted outputs in float32 (``K out``; the scatter-add that sums them keeps its
+  source for backward). With
+  gradient checkpointing a layer keeps only its input (``h`` values) and one layer is
+  recomputed at a time. A frozen vision tower without adapters keeps nothing (no gradient
+  flows into it);
 - **logits**: ``tokens x vocab`` in the activation dtype plus the float32 copy the loss makes
   and its gradient (``2 + 4 + 4`` bytes per entry).
 
@@ -61,7 +66,10 @@ class TrainingShape:
     adapted_inputs_per_layer: int  # sum of in_features of the adapted linears of one layer
     adapter_rank_per_layer: int  # sum of ranks (x experts used per token) of one layer
     tokens: int  # batch size x sequence length
+    routed_values_per_layer: int = 0  # MoLE: K x (in + out) per token, summed over one layer
+    routed_fp32_per_layer: int = 0  # MoLE: K x out gate-weighted float32 values per token
     dtype_bytes: int = 2
+    adapter_act_bytes: int = 4  # 2 when adapters compute under bf16/fp16 autocast
     quantization: str | None = None
     gradient_checkpointing: bool = False
 
@@ -87,7 +95,13 @@ def layer_activation_values(dims: DecoderDims) -> int:
 def activation_bytes(dims: DecoderDims, shape: TrainingShape) -> float:
     """Bytes of the activations kept for backward (decoder only; see the module docstring)."""
     per_layer = layer_activation_values(dims) * shape.dtype_bytes
-    per_layer += 4 * (shape.adapted_inputs_per_layer + shape.adapter_rank_per_layer)
+    adapter_values = (
+        shape.adapted_inputs_per_layer
+        + shape.adapter_rank_per_layer
+        + shape.routed_values_per_layer
+    )
+    per_layer += shape.adapter_act_bytes * adapter_values
+    per_layer += 4 * shape.routed_fp32_per_layer
     if shape.gradient_checkpointing:
         kept = dims.layers * dims.hidden * shape.dtype_bytes + per_layer
     else:
@@ -132,15 +146,20 @@ def decoder_dims(config: Any) -> DecoderDims:
     )
 
 
-def _adapted_per_layer(model: nn.Module, layers: int) -> tuple[int, int]:
-    """Adapted linears' input widths and ranks (x experts a token uses), per decoder layer."""
-    inputs = ranks = 0
+def _adapted_per_layer(model: nn.Module, layers: int) -> tuple[int, int, int, int]:
+    """Per decoder layer: adapted inputs, ranks (x experts a token uses), MoLE's routed values
+    and its float32 gate-weighted outputs."""
+    inputs = ranks = routed = routed_out = 0
     for m in model.modules():
         lora_a = getattr(m, "lora_A", None)
         if hasattr(m, "base_layer") and isinstance(lora_a, nn.Linear):
+            k = getattr(m, "top_k", 0)
             inputs += m.in_features
-            ranks += lora_a.out_features * (1 + getattr(m, "top_k", 0))
-    return inputs // max(1, layers), ranks // max(1, layers)
+            ranks += lora_a.out_features * (1 + k)
+            routed += k * (m.in_features + m.out_features)
+            routed_out += k * m.out_features
+    n = max(1, layers)
+    return inputs // n, ranks // n, routed // n, routed_out // n
 
 
 def training_shape(
@@ -152,6 +171,7 @@ def training_shape(
     quantization: str | None = None,
     gradient_checkpointing: bool = False,
     head_params: int = 0,
+    adapter_act_bytes: int = 4,
 ) -> TrainingShape:
     """The :class:`TrainingShape` of an adapted model (meta or real).
 
@@ -164,6 +184,7 @@ def training_shape(
         quantization: ``None``, ``"nf4"`` or ``"int8"``.
         gradient_checkpointing: Whether activations are recomputed.
         head_params: Parameters of a task head trained in full beside the adapters.
+        adapter_act_bytes: Bytes of the activations adapters keep (2 under 16-bit autocast).
     """
     adapters = set(adapter_parameter_names(model))
     rx = re.compile(language)
@@ -177,7 +198,7 @@ def training_shape(
         owner = model.get_submodule(name.rsplit(".", 1)[0])
         if isinstance(owner, nn.Linear) and name.endswith(".weight") and rx.search(name):
             quantizable += p.numel()
-    per_in, per_rank = _adapted_per_layer(model, decoder_dims(config).layers)
+    per_in, per_rank, routed, routed_out = _adapted_per_layer(model, decoder_dims(config).layers)
     return TrainingShape(
         base_params=base,
         quantizable_params=quantizable,
@@ -186,7 +207,10 @@ def training_shape(
         adapted_inputs_per_layer=per_in,
         adapter_rank_per_layer=per_rank,
         tokens=tokens,
+        routed_values_per_layer=routed,
+        routed_fp32_per_layer=routed_out,
         dtype_bytes=dtype_bytes,
+        adapter_act_bytes=adapter_act_bytes,
         quantization=quantization,
         gradient_checkpointing=gradient_checkpointing,
     )
