@@ -163,22 +163,24 @@ def memory(cfg: DictConfig, model: Any, config: Any, roles: dict[str, int]) -> d
 
 
 def dry_run(
-    overrides: list[str], wire_dtype: str = "float32", clients: int | None = None
+    overrides: list[str], wire_dtype: str | None = None, clients: int | None = None
 ) -> dict[str, Any]:
     """The whole cost report of a composed config (see the module docstring).
 
     Args:
         overrides: Hydra overrides, as for ``train.py``.
-        wire_dtype: Dtype floating tensors travel in (``float32``, ``bfloat16``, ``float16``).
+        wire_dtype: Dtype floating tensors travel in (``float32``, ``bfloat16``, ``float16``);
+            ``None``: the config's ``federation.wire_dtype`` when it has one, else float32.
         clients: Number of training clients (default: the benchmark's).
 
     Returns:
         A JSON-ready dict: ``params``, ``per_client``, ``per_round``, ``run``, ``full_ft``,
         ``memory`` and the settings used.
     """
+    cfg = compose_config(overrides)
+    wire_dtype = wire_dtype or str(cfg.federation.get("wire_dtype") or "float32")
     if wire_dtype not in WIRE_DTYPES:
         raise ValueError(f"--wire-dtype must be one of {sorted(WIRE_DTYPES)}, got {wire_dtype!r}")
-    cfg = compose_config(overrides)
     model, method, config = meta_method(cfg)
     aggregator = instantiate(cfg.aggregator)
     k = client_count(cfg, clients)
@@ -258,7 +260,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Command line: our flags, then Hydra overrides (``experiment=... model=...``)."""
     first_line = (__doc__ or "").split("\n")[0]
     parser = argparse.ArgumentParser(prog="python -m fedmllm.cost", description=first_line)
-    parser.add_argument("--wire-dtype", default="float32", choices=sorted(WIRE_DTYPES))
+    parser.add_argument(
+        "--wire-dtype",
+        default=None,
+        choices=sorted(WIRE_DTYPES),
+        help="dtype of the travelling tensors (default: federation.wire_dtype, else float32)",
+    )
     parser.add_argument("--clients", type=int, default=None, help="training clients")
     parser.add_argument("--json", type=Path, default=None, help="also write the report here")
     args, overrides = parser.parse_known_args(argv)
