@@ -137,3 +137,28 @@ def test_eval_resume_and_peft_export_on_llava(make_cfg, real_checkpoints, tmp_pa
             bare = peft_model(**inputs).logits
     assert torch.allclose(ours, theirs, atol=1e-5)
     assert not torch.allclose(ours, bare, atol=1e-4)  # the adapter is not a no-op
+
+
+def test_slake_and_vqa_rad_on_a_real_architecture(make_cfg, real_checkpoints, tmp_path):
+    """The documented walk-through (docs/real_models.md) on tiny copies of both datasets."""
+    import real_fixtures as rf
+    from omegaconf import open_dict
+
+    data = tmp_path / "data"
+    rf.slake(data)
+    rf.vqa_rad(data)
+    path = real_checkpoints["llava"]
+    cfg = make_cfg(
+        "fedmed_mole", "benchmark=slake_vqarad", "compare_with=null", "model=hf",
+        f"model.path={path}", "threads=1",
+    )  # fmt: skip
+    with open_dict(cfg):
+        cfg.paths.data_dir = str(data)
+    _, objects = run(cfg)
+    results = objects["results"]
+    assert results["benchmark"] == "slake_vqarad"
+    assert set(results["clients"]) == {"slake", "vqa_rad"}
+    predicted = dry_run(["experiment=fedmed_mole", "benchmark=slake_vqarad", "model=hf",
+                         f"model.path={path}", "debug=smoke"])  # fmt: skip
+    assert predicted["clients"] == 2
+    assert results["comm"]["up_bytes"] == predicted["run"]["up_bytes"]
