@@ -81,9 +81,17 @@ def test_hf_config_takes_an_idefics3_checkpoint_by_family(make_cfg, real_checkpo
     assert adapted and all(".text_model." in name for name in adapted)
 
 
-def test_eval_resume_and_peft_export_on_llava(make_cfg, real_checkpoints, tmp_path):
-    path = real_checkpoints["llava"]
-    base = ["model=hf", f"model.path={path}", "federation.rounds=2", "threads=1"]
+def _llava(real_checkpoints) -> list[str]:
+    return [
+        "model=hf",
+        f"model.path={real_checkpoints['llava']}",
+        "federation.rounds=2",
+        "threads=1",
+    ]
+
+
+def test_resume_on_llava(make_cfg, real_checkpoints, tmp_path):
+    base = _llava(real_checkpoints)
     cfg = make_cfg("fedmed_mole", "compare_with=null", *base)
     # Resume: stopped after round 1 and resumed, the run equals an uninterrupted one.
     c = build_components(cfg)
@@ -99,8 +107,11 @@ def test_eval_resume_and_peft_export_on_llava(make_cfg, real_checkpoints, tmp_pa
         assert torch.equal(full.global_state[k], resumed.global_state[k]), k
     assert full_out["scores"] == resumed_out["scores"]
 
+
+def test_eval_and_peft_export_on_llava(make_cfg, real_checkpoints, tmp_path):
+    path = real_checkpoints["llava"]
     # eval.py on a finished FedAvg run reproduces its scores and adds the global model.
-    fedavg = make_cfg("fedmed_fedavg", *base)
+    fedavg = make_cfg("fedmed_fedavg", *_llava(real_checkpoints))
     _, objects = run(fedavg)
     results = evaluate_run(Path(fedavg.paths.output_dir), cross_client=False)
     trained = objects["results"]["clients"]

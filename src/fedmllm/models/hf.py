@@ -133,6 +133,22 @@ def _missing_model(path_or_id: str, local_files_only: bool) -> FileNotFoundError
     )
 
 
+def _load(
+    path: str, family: str, processor: str, processor_kwargs: Any, load: dict[str, Any]
+) -> tuple[Any, Any]:
+    """The processor and the model of ``path`` (a local directory or a hub id)."""
+    source = Path(path).expanduser()
+    target = str(source) if source.exists() else path
+    local_only = load["local_files_only"]
+    try:
+        proc = load_processor(target, family, processor, local_only, processor_kwargs)
+        return proc, AutoModelForImageTextToText.from_pretrained(target, **load)
+    except (OSError, ValueError) as exc:  # ValueError: a malformed hub id
+        if source.exists():
+            raise  # a local directory's own error (missing file, wrong model class) says more
+        raise _missing_model(path, local_only) from exc
+
+
 def build_hf_engine(
     path: str,
     family: str,
@@ -187,23 +203,13 @@ def build_hf_engine(
     del arch, public, vocabulary, cache_dir, pretrain, progress  # other builders' inputs
     template = get_template(family)
     torch_dtype = parse_dtype(dtype)
-    quant = quantization_config(quantization, torch_dtype, _skip_modules(modules))
-    source = Path(path).expanduser()
-    target = str(source) if source.exists() else path
     load: dict[str, Any] = {"local_files_only": local_files_only, "dtype": torch_dtype}
+    quant = quantization_config(quantization, torch_dtype, _skip_modules(modules))
+    if quant is not None or device is not None:
+        load["device_map"] = device or "cuda"  # bitsandbytes loads straight onto the GPU
     if quant is not None:
-        load.update(quantization_config=quant, device_map=device or "cuda")
-    elif device is not None:
-        load["device_map"] = device
-    try:
-        proc = load_processor(
-            target, template.family, processor, local_files_only, processor_kwargs
-        )
-        model = AutoModelForImageTextToText.from_pretrained(target, **load)
-    except (OSError, ValueError) as exc:  # ValueError: a malformed hub id
-        if source.exists():
-            raise  # a local directory's own error (missing file, wrong model class) says more
-        raise _missing_model(path, local_files_only) from exc
+        load["quantization_config"] = quant
+    proc, model = _load(path, template.family, processor, processor_kwargs, load)
     if gradient_checkpointing:
         set_checkpointing(model, True)
     engine = Engine(
@@ -215,7 +221,7 @@ def build_hf_engine(
         image_size=_image_size(proc),
         num_image_tokens=None,
         family=family,
-        info={"source": target, "from_cache": False, "dtype": str(model.dtype)},
+        info={"source": str(path), "from_cache": False, "dtype": str(model.dtype)},
     )
     engine.freeze_base()
     return engine
