@@ -36,3 +36,12 @@ def make_cfg(cache_dir: Path, tmp_path: Path):
         return cfg
 
     return _make
+
+
+@pytest.fixture(scope="session")
+def real_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random LLaVA, Idefics3 and Qwen2-VL checkpoints (tests/real_checkpoints.py)."""
+    from real_checkpoints import BUILDERS
+
+    root = tmp_path_factory.mktemp("real_checkpoints")
+    return {family: build(root / family) for family, build in BUILDERS.items()}

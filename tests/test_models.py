@@ -322,7 +322,7 @@ def test_hf_engine_loads_a_local_llava(tmp_path, tokenizer, template):
 
 
 def test_hf_engine_missing_model_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="local_files_only=False"):
+    with pytest.raises(FileNotFoundError, match="local_files_only=false"):
         build_hf_engine(str(tmp_path / "absent"), "llava")
 
 

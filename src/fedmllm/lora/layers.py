@@ -16,13 +16,16 @@ from fedmllm.lora.pair import adapter_dropout, init_low_rank, low_rank_factors
 from fedmllm.lora.rank import lora_scaling
 
 # Half-precision adapters train badly (tiny B updates underflow), so adapters over a
-# half-precision base default to float32, as PEFT's autocast_adapter_dtype does.
+# half-precision base default to float32, as PEFT's autocast_adapter_dtype does. A quantised
+# base (bitsandbytes' 4-bit / 8-bit weights are integer tensors) gets float32 adapters too.
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
 def default_adapter_dtype(base_dtype: torch.dtype) -> torch.dtype:
     """The dtype new adapter parameters get over a base weight of ``base_dtype``."""
-    return torch.float32 if base_dtype in _LOW_PRECISION else base_dtype
+    if base_dtype in _LOW_PRECISION or not base_dtype.is_floating_point:
+        return torch.float32
+    return base_dtype
 
 
 class AdapterLayer(nn.Module):
