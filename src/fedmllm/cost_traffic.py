@@ -172,11 +172,8 @@ def count_traffic(
     # Modality-expert methods name their modalities; a client holds one (X-FLoRA's setting).
     modalities = [str(m) for m in getattr(method, "modalities", None) or ()]
     shared, note = _one_modality(method.shared_keys(state), modalities)
-    hook = getattr(method, "received_keys", None)
-    received, _ = _one_modality(hook(list(shared)) if hook else list(shared), modalities)
-    extra_shapes = dict(
-        getattr(method, "client_extras_shapes", lambda s: {})({k: state[k] for k in shared})
-    )
+    received, _ = _one_modality(method.received_keys(list(shared)), modalities)
+    extra_shapes = dict(method.client_extras_shapes({k: state[k] for k in shared}))
     extras = {k: (tuple(s), torch.float32) for k, s in extra_shapes.items()}
     before, after, base = _server_keys(
         aggregator, miniature({k: shapes[k] for k in shared}), miniature(extras, 1), num_clients
