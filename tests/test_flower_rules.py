@@ -81,3 +81,10 @@ def test_heterogeneous_ranks_on_flower_equal_the_simulator(make_cfg, cache_dir, 
     """Each node receives the global state at its own rank (``aggregator.for_client``)."""
     ranks = "method.client_ranks={vqa: 4, report: 2}"
     check_against_simulator(make_cfg, cache_dir, tmp_path, "fedmed_flexlora", ranks)
+
+
+def test_sixteen_bit_wire_on_flower_equals_the_simulator(make_cfg, cache_dir, tmp_path):
+    # bfloat16 tensors cross Flower's records bit for bit; SCAFFOLD also sends Δc and c.
+    check_against_simulator(
+        make_cfg, cache_dir, tmp_path, "fedmed_scaffold", "federation.wire_dtype=bfloat16"
+    )

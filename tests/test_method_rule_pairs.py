@@ -42,6 +42,7 @@ FITS = {
     "mole_m3": PLAIN | PAIRS | BASE,  # + routers: unpaired tensors, averaged
     "mole_m1": PLAIN | PAIRS,  # routed experts travel too: not on a linear layer
     "ffa": PLAIN,  # B alone
+    "full_ft": PLAIN,  # whole weights, no LoRA pairs
     "fedsa": PLAIN,  # A alone
     "standalone": {"none"},
     "mole_m2": {"none"},

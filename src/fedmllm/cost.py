@@ -35,12 +35,13 @@ from rich.table import Table
 from fedmllm.configs import compose_train
 from fedmllm.cost_traffic import Traffic, count_traffic, full_ft_traffic
 from fedmllm.federation.sampling import sample_clients
+from fedmllm.federation.wire import WIRE_DTYPES
+from fedmllm.federation.wire import wire_dtype as federation_wire_dtype
 from fedmllm.lora.state import adapter_parameter_names
 from fedmllm.models.arch import arch_config, build_model, image_tokens
 from fedmllm.models.hf import parse_dtype
 from fedmllm.models.memory_estimate import decoder_dims, estimate_peak, training_shape
 
-WIRE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 TEXT_TOKENS = 128  # question + answer tokens beside the image tokens, per sample
 
 
@@ -173,15 +174,13 @@ def dry_run(
     """
     cfg = compose_config(overrides)
     wire_dtype = wire_dtype or str(cfg.federation.get("wire_dtype") or "float32")
-    if wire_dtype not in WIRE_DTYPES:
-        raise ValueError(f"--wire-dtype must be one of {sorted(WIRE_DTYPES)}, got {wire_dtype!r}")
     model, method, config = meta_method(cfg)
     aggregator = instantiate(cfg.aggregator)
     k = client_count(cfg, clients)
     ids = [str(i) for i in range(k)]
     sampled = len(sample_clients(ids, 0, 0, cfg.federation.get("clients_per_round")))
     rounds = int(cfg.federation.rounds)
-    wire = WIRE_DTYPES[wire_dtype]
+    wire = federation_wire_dtype(wire_dtype)
     roles = parameter_roles(model, cfg)
     traffic: Traffic = count_traffic(method, aggregator, model, k, wire)
     return {

@@ -167,7 +167,9 @@ def count_traffic(
         The :class:`Traffic`.
     """
     params = dict(model.named_parameters())
+    # Adapter tensors (frozen ones too: FFA's A) and whatever else trains (full fine-tuning).
     state = {n: params[n] for n in adapter_parameter_names(model)}
+    state.update(method.trainable_parameters())
     shapes = {k: (tuple(v.shape), v.dtype) for k, v in state.items()}
     # Modality-expert methods name their modalities; a client holds one (X-FLoRA's setting).
     modalities = [str(m) for m in getattr(method, "modalities", None) or ()]

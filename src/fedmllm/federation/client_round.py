@@ -28,6 +28,7 @@ from fedmllm.federation.evaluation import (
     write_predictions,
 )
 from fedmllm.federation.sampling import batch_indices, cosine_lr, local_seed
+from fedmllm.federation.wire import to_wire, wire_dtype
 from fedmllm.metrics import trivial_prediction
 from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
@@ -151,8 +152,10 @@ class LocalTrainer:
         shared = {k: state[k] for k in self.method.shared_keys(state)}
         private = {k: state[k] for k in self.method.private_keys(state)}
         self.store.put(client.client_id, private, self.optimizer.state_dict())
+        wire = wire_dtype(self.cfg.wire_dtype)  # what leaves the client, at the wire's width
+        extras = to_wire(self.method.client_extras(), wire)
         update = ClientUpdate(
-            client.client_id, shared, len(client.train), metrics, self.method.client_extras()
+            client.client_id, to_wire(shared, wire), len(client.train), metrics, extras
         )
         return LocalResult(update, self.needed_bytes(received))
 

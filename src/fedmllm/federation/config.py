@@ -33,6 +33,7 @@ class FederationConfig:
     store_dir: str | None = None
     drift: bool = True
     drift_pairwise_max: int = 16
+    wire_dtype: str = "float32"
     seed: int = 0
 
 

@@ -11,11 +11,15 @@ in-process clients; the Flower strategy feeds it the replies that passed its che
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
+
+import torch
 
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.sampling import sample_clients
+from fedmllm.federation.wire import from_wire, to_wire, wire_dtype
 from fedmllm.protocol import FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate
 
@@ -29,7 +33,9 @@ class RoundServer:
         client_ids: Every training client, in the run's fixed order.
         seed: Run seed (sampling).
         clients_per_round: ``federation.clients_per_round``.
-        rank_of: The method's optional ``client_rank`` hook (per-client LoRA ranks).
+        rank_of: The method's ``client_rank`` hook (per-client LoRA ranks).
+        wire: The dtype floating tensors travel in (``federation.wire_dtype``); what arrives
+            is decoded to float32 before the rule aggregates it.
     """
 
     def __init__(
@@ -40,13 +46,15 @@ class RoundServer:
         seed: int,
         clients_per_round: int | float | None,
         rank_of: Callable[[str], int | None] | None = None,
+        wire: torch.dtype = torch.float32,
     ) -> None:
         self.aggregator = aggregator
         self.client_ids = list(client_ids)
         self.seed = seed
         self.clients_per_round = clients_per_round
         self.rank_of = rank_of
-        self._views: dict[int, AdapterState] = {}
+        self.wire = wire
+        self._views: dict[int | None, AdapterState] = {}
         self.global_state = global_state
 
     @property
@@ -68,17 +76,21 @@ class RoundServer:
         return self.rank_of(client_id) if self.rank_of is not None else None
 
     def received(self, client_id: str) -> AdapterState:
-        """The global state as ``client_id`` receives it (``aggregator.for_client`` at its rank)."""
+        """The global state as ``client_id`` receives it: ``aggregator.for_client`` at its
+        rank, at the wire dtype."""
         rank = self.rank(client_id)
-        if rank is None:
-            return self.global_state
         if rank not in self._views:
-            self._views[rank] = self.aggregator.for_client(self.global_state, rank)
+            view = (
+                self.global_state
+                if rank is None
+                else self.aggregator.for_client(self.global_state, rank)
+            )
+            self._views[rank] = to_wire(view, self.wire)
         return self._views[rank]
 
     def extras(self) -> AdapterState:
-        """What the rule broadcasts beside the global state (e.g. SCAFFOLD's c)."""
-        return self.aggregator.broadcast_extras()
+        """What the rule broadcasts beside the global state (e.g. SCAFFOLD's c), on the wire."""
+        return to_wire(self.aggregator.broadcast_extras(), self.wire)
 
     def aggregate(self, updates: Sequence[ClientUpdate], round_idx: int) -> AdapterState:
         """Fold this round's updates into the global state.
@@ -87,7 +99,10 @@ class RoundServer:
             The dense base-weight deltas every client must add to its frozen weights (FedEx's
             residual, FRLoRA's refresh); empty for most rules.
         """
-        self.global_state = self.aggregator.aggregate(self.global_state, list(updates), round_idx)
+        arrived = [
+            replace(u, state=from_wire(u.state), extras=from_wire(u.extras)) for u in updates
+        ]
+        self.global_state = self.aggregator.aggregate(self.global_state, arrived, round_idx)
         return self.aggregator.base_weight_updates()
 
     def round_stats(self) -> dict[str, float]:
@@ -122,4 +137,5 @@ def build_round_server(
         config.seed,
         config.clients_per_round,
         method.client_rank,
+        wire_dtype(config.wire_dtype),
     )

@@ -6,6 +6,7 @@ from fedmllm.methods.factor_share import FedSALoRAMethod, FFALoRAMethod
 from fedmllm.methods.feddpa import FedDPAMethod
 from fedmllm.methods.fedlease import FedLEASEMethod
 from fedmllm.methods.frlora import FRLoRAMethod
+from fedmllm.methods.full_ft import FullFineTuneMethod
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.modality_expert_module import ModalityExpertMethod
 from fedmllm.methods.mole_module import MoLEMethod
@@ -18,6 +19,7 @@ __all__ = [
     "FedDPAMethod",
     "FedLEASEMethod",
     "FedSALoRAMethod",
+    "FullFineTuneMethod",
     "LoRAMethod",
     "LocalAddon",
     "ModalityExpertMethod",
