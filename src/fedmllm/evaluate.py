@@ -143,7 +143,8 @@ def evaluate_run(
     cfg.logger = None
     c = build_components(cfg)
     sim, _ = make_simulator(cfg, c, run_dir)
-    sim.resume_from(ckpt)
+    sim.load_state(ckpt)
+    log.info("loaded %s (round %d)", ckpt, sim.round)
     ids = [cl.client_id for cl in c.eval_clients]
     if GLOBAL_MODEL in ids:
         raise ValueError(f"a client is named {GLOBAL_MODEL!r}, the global model's id; rename it")
