@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from hydra.utils import get_method
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from fedmllm.federation.config import FederationConfig
 
@@ -114,7 +115,20 @@ RULES: dict[str, Range] = {
     "method.phase1_fraction": FRACTION,
     "method.local_fraction": FRACTION,
     "method.balance_loss_coef": NON_NEGATIVE,
+    "method.fixed_w": FRACTION,
+    "method.max_reps": COUNT,
     "method.stage_schedule.tau": FRACTION,
+    "method.stage_schedule.switch_round_frac": FRACTION,
+    # server rules
+    "aggregator.eta": POSITIVE,
+    "aggregator.tau": POSITIVE,
+    "aggregator.beta_1": Range(float, low=0, high=1, high_open=True),
+    "aggregator.beta_2": FRACTION,
+    "aggregator.lam": POSITIVE,
+    "aggregator.cond_threshold": Range(float, low=1),
+    "aggregator.warmup_rounds": NATURAL,
+    "aggregator.max_clusters": COUNT,
+    "aggregator.num_clients": Range(int, low=1, nullable=True),
     # benchmark sizes (null: every record, on the real benchmarks)
     "benchmark.public_size": Range(int, low=0, nullable=True),
     "benchmark.train_sizes.*": Range(int, low=1, nullable=True),
@@ -131,6 +145,8 @@ RULES: dict[str, Range] = {
     "model.pretrain.lr": POSITIVE,
 }
 """Option (``*``: every entry of a mapping) -> the values it may take; absent options pass."""
+NON_EMPTY = ("method.target_modules", "method.mole_targets")
+"""Lists of modules to adapt: at least one name."""
 
 INSTANTIATED = ("benchmark", "model", "method", "aggregator")
 """Config nodes handed to their ``_target_`` as keyword arguments."""
@@ -152,17 +168,20 @@ SYNONYMS = {
 
 
 def _entries(cfg: DictConfig, pattern: str) -> Iterator[tuple[str, Any]]:
-    """``(option, value)`` of every option ``pattern`` names that ``cfg`` has."""
+    """``(option, value)`` of every option ``pattern`` names that ``cfg`` has.
+
+    An option whose interpolation does not resolve is left to the stage that uses it (a
+    method and a rule that do not belong together are refused by ``build.check_pair``).
+    """
     parent, _, leaf = pattern.rpartition(".")
-    if leaf != "*":
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        if isinstance(node, DictConfig) and leaf in node:
-            yield pattern, OmegaConf.select(cfg, pattern)
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    if not isinstance(node, DictConfig):
         return
-    node = OmegaConf.select(cfg, parent)
-    if isinstance(node, DictConfig):
-        for key in node:
-            yield f"{parent}.{key}", node[key]
+    for key in node if leaf == "*" else [leaf] if leaf in node else []:
+        try:
+            yield f"{parent}.{key}" if parent else key, node[key]
+        except InterpolationResolutionError:
+            continue
 
 
 def _refuse(option: str, value: Any, allowed: str) -> ConfigError:
@@ -180,6 +199,10 @@ def check_ranges(cfg: DictConfig) -> None:
         for option, value in _entries(cfg, pattern):
             if not allowed.admits(value):
                 raise _refuse(option, value, allowed.describe())
+    for option in NON_EMPTY:
+        value = OmegaConf.select(cfg, option)
+        if value is not None and not (isinstance(value, ListConfig) and len(value)):
+            raise _refuse(option, value, "a list of at least one module name, e.g. [q_proj]")
     per_round = OmegaConf.select(cfg, "federation.clients_per_round")
     fraction = Range(float, low=0, high=1, low_open=True)
     if per_round is not None and not (
