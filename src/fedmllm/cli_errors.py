@@ -16,7 +16,11 @@ import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
-from hydra.errors import CompactHydraException, ConfigCompositionException
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    InstantiationException,
+)
 from omegaconf.errors import OmegaConfBaseException
 
 from fedmllm.config_check import explain_unknown
@@ -43,6 +47,18 @@ def explain_override_error(error: ConfigCompositionException, argv: Sequence[str
     except Exception:  # the rest does not compose either: let Hydra's message stand
         return None
     return explain_unknown(cfg, key)
+
+
+def error_line(error: BaseException, argv: Sequence[str] = ()) -> str:
+    """A known error as one line: an unknown override with the names that exist, a failed
+    instantiation as its cause, anything else with its line breaks folded."""
+    if isinstance(error, ConfigCompositionException):
+        line = explain_override_error(error, argv)
+        if line is not None:
+            return line
+    if isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return " ".join(str(error).split())
 
 
 @contextmanager
