@@ -10,6 +10,8 @@ second ``resume=true`` then finds nothing to resume.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from fedmllm.run_dirs import job_dirname, resume_dir, runs_dir
 from fedmllm.run_files import save_run_config
 from fedmllm.train import run
 
+ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = ("federation.rounds=4", "federation.eval_every=2", "federation.lr=0.01", "threads=1")
 
 
@@ -85,6 +88,28 @@ def test_killed_run_resumes_only_with_its_own_config(make_cfg, tmp_path):
         run(_cfg(make_cfg, tmp_path / "again", "resume=true"))
     with pytest.raises(FileNotFoundError, match="nothing to resume: the run is finished"):
         resume_dir(str(killed), runs)
+
+
+def test_resume_true_on_the_command_line_continues_in_the_runs_folder(
+    make_cfg, tmp_path, cache_dir
+):
+    # Hydra picks the run folder (hydra.run.dir) before train.py runs: it must be the old one.
+    runs = runs_dir(tmp_path / "logs", "smoke")
+    killed = _killed(_cfg(make_cfg, runs / "killed"), stop_after=2)
+    command = [sys.executable, str(ROOT / "train.py"), "experiment=fedmed_fedavg", "debug=smoke"]
+    command += [*SETTINGS, f"paths.data_dir={cache_dir}", "resume=true"]
+    first = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert f"resuming {killed} from round 2" in first.stdout + first.stderr
+    assert sorted(p.name for p in runs.iterdir()) == ["killed"]
+    assert json.loads((killed / "results.json").read_text())["resume"]["round"] == 2
+    again = subprocess.run(command, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert again.returncode == 2
+    assert again.stderr.strip().splitlines() == [
+        f"error: resume=true: nothing to resume: no unfinished run (a last.ckpt without "
+        f"results.json) under {runs}"
+    ]
+    assert sorted(p.name for p in runs.iterdir()) == ["killed"]  # no empty folder either
 
 
 def test_resume_force_continues_and_records_the_changes(make_cfg, tmp_path):

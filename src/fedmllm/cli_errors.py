@@ -21,7 +21,7 @@ from hydra.errors import (
     ConfigCompositionException,
     InstantiationException,
 )
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
 from fedmllm.config_check import explain_unknown
 
@@ -89,13 +89,22 @@ def hydra_errors(
     except known as e:
         if user_asked:
             raise
-        sys.stderr.write(f"error: {e}\n")
+        sys.stderr.write(f"error: {_resolver_error(e)}\n")
         sys.exit(2)
     except CompactHydraException as e:
         _compact(e, user_asked)
     finally:
         if user_asked is None:
             os.environ.pop(FULL_ERROR, None)
+
+
+def _resolver_error(error: BaseException) -> BaseException:
+    """The error a resolver raised (``hydra.run.dir``'s: nothing to resume), which OmegaConf
+    keeps as the context of its ``InterpolationResolutionError``; else ``error``."""
+    inner = error
+    while isinstance(inner, InterpolationResolutionError) and inner.__context__ is not None:
+        inner = inner.__context__
+    return error if isinstance(inner, InterpolationResolutionError) else inner
 
 
 def _compact(error: CompactHydraException, user_asked: str | None) -> None:

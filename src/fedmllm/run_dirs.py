@@ -79,13 +79,11 @@ def resume_dir(resume: Any, runs: Path) -> Path | None:
 def hydra_run_dir(resume: Any, runs: str, stamp: str) -> str:
     """``hydra.run.dir``: the folder a resume continues in, else ``<runs>/<stamp>``.
 
-    When nothing can be resumed the run gets a fresh folder and ``train`` says why it stops.
+    Raises:
+        FileNotFoundError: Nothing to resume (:func:`resume_dir`): the command stops before
+            Hydra creates a folder.
     """
-    try:
-        found = resume_dir(resume, Path(runs))
-    except FileNotFoundError:
-        found = None
-    return str(found or Path(runs) / stamp)
+    return str(resume_dir(resume, Path(runs)) or Path(runs) / stamp)
 
 
 def swept_keys(sweep_dir: Path, sweeper_params: Mapping[str, Any] | None) -> set[str] | None:
