@@ -174,7 +174,11 @@ def test_source_scheme_and_client_modality() -> None:
         ({"scheme": "dirichlet"}, "report", "needs short answers"),
         ({"scheme": "iid", "num_clients": 100}, None, "cannot give 100 clients"),
         ({"scheme": "iid", "sources": ["x"]}, None, "unknown source"),
-        ({"scheme": "dirichlet", "quantity_beta": 1.0}, None, "needs benchmark.partition.scheme=iid"),
+        (
+            {"scheme": "dirichlet", "quantity_beta": 1.0},
+            None,
+            "needs benchmark.partition.scheme=iid",
+        ),
         ({"sheme": "iid"}, None, "unknown key"),
         ({"report_styles": ["terse"]}, "report", "cannot rewrite"),
     ],

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import importlib
 import inspect
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hydra.utils import get_method
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -240,9 +240,14 @@ def accepted_arguments(target: str) -> set[str] | None:
     """Keyword arguments the class or function ``target`` accepts; None when it takes any.
 
     A class's ``**kwargs`` handed to its base (``LoRAMethod`` -> ``AdapterMethod``) are
-    followed along the MRO.
+    followed along the MRO. A target that cannot be imported gives None: instantiating it
+    reports that.
     """
-    obj = get_method(target)
+    module, _, name = target.rpartition(".")
+    try:
+        obj = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError):
+        return None
     callables = (
         [c.__init__ for c in obj.__mro__ if "__init__" in vars(c)]
         if inspect.isclass(obj)
