@@ -25,15 +25,15 @@ BAD = [
     ("fedmed_fedavg", ["federation.batch_size=0"], ["federation.batch_size=0", ">= 1"]),
     (
         "fedmed_fedavg",
-        ["+method.lora_targets=[q_proj]"],
-        ["method.lora_targets", "method fedavg", "did you mean method.target_modules"],
+        ["+method.lora_targets=[q]"],
+        ["fedavg", "did you mean method.target_modules"],
     ),
     ("fedmed_fedavg", ["method.dropout=1.0"], ["method.dropout=1.0", "[0, 1)"]),
     ("fedmed_fedavg", ["method.r=0"], ["method.r=0", "integer >= 1"]),
     (
         "fedmed_mole",
         ["method.num_experts=2", "method.top_k=3"],
-        ["method.top_k=3", "<= method.num_experts=2"],
+        ["top_k=3: must be <= method.num_experts=2"],
     ),
     ("fedmed_fedavg", ["method.grad_accum=0"], ["method.grad_accum=0", ">= 1"]),
     ("fedmed_fedprox", ["method.proximal_mu=-0.1"], ["method.proximal_mu=-0.1", ">= 0"]),
