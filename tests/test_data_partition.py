@@ -174,7 +174,11 @@ def test_source_scheme_and_client_modality() -> None:
         ({"scheme": "dirichlet"}, "report", "needs short answers"),
         ({"scheme": "iid", "num_clients": 100}, None, "cannot give 100 clients"),
         ({"scheme": "iid", "sources": ["x"]}, None, "unknown source"),
-        ({"scheme": "dirichlet", "quantity_beta": 1.0}, None, "needs scheme=iid"),
+        (
+            {"scheme": "dirichlet", "quantity_beta": 1.0},
+            None,
+            "needs benchmark.partition.scheme=iid",
+        ),
         ({"sheme": "iid"}, None, "unknown key"),
         ({"report_styles": ["terse"]}, "report", "cannot rewrite"),
     ],
@@ -202,5 +206,5 @@ def test_hundred_clients_from_a_config() -> None:
 
 
 def test_dirichlet_split_min_size_failure_is_reported() -> None:
-    with pytest.raises(ValueError, match="raise alpha"):
+    with pytest.raises(ValueError, match="raise benchmark.partition.alpha"):
         dirichlet_split(["x"] * 10, 5, 0.01, np.random.default_rng(0), min_size=2, max_tries=5)

@@ -162,7 +162,7 @@ def test_grid_sweep_skips_k_above_n_with_a_clear_error_and_runs_the_rest(tmp_pat
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0  # Hydra reports the failed job at the end of the sweep
-    assert "top_k=2 must satisfy 1 <= top_k <= num_experts=1" in out
-    finished = list(tmp_path.glob("smoke/multiruns/*/*/results.json"))
+    assert "method.top_k=2: must be <= method.num_experts=1" in out
+    finished = list(tmp_path.glob("multiruns/*/*/results.json"))
     assert len(finished) == 1  # the valid job after the failed one still ran
     assert json.loads(finished[0].read_text())["config"]["method"]["top_k"] == 1

@@ -59,7 +59,13 @@ def _files(multirun: Path) -> dict[tuple[str, int], dict]:
 
 def test_multirun_lands_in_one_dir_with_readable_subdirs(multirun):
     names = sorted(p.name for p in multirun.iterdir() if p.is_dir())
-    assert names == ["0_fedavg_seed0", "1_fedavg_seed1", "2_standalone_seed0", "3_standalone_seed1"]
+    # Named by what the sweep varies (experiment, seed), not by the fixed SMOKE overrides.
+    assert names == [
+        "fedmed_fedavg_seed0",
+        "fedmed_fedavg_seed1",
+        "fedmed_standalone_seed0",
+        "fedmed_standalone_seed1",
+    ]
     files = _files(multirun)
     assert set(files) == {(m, s) for m in ("fedavg", "standalone") for s in (0, 1)}
     if sys.platform == "linux":  # each job's peak RSS is its own, not the sweep process's

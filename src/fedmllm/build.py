@@ -19,6 +19,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fedmllm import compat
+from fedmllm.config_check import check_clients_per_round, validate_config
 from fedmllm.configs import CONFIG_DIR
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.config import Client
@@ -88,10 +89,18 @@ class Components:
 
 
 def build_components(cfg: DictConfig) -> Components:
-    """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded)."""
+    """Instantiate benchmark → engine → method → aggregator from ``cfg`` (seeded).
+
+    Raises:
+        ConfigError: A setting out of range or an unknown option (``fedmllm.config_check``),
+            before anything is built; a count of clients per round above the benchmark's
+            clients, before the model is built.
+    """
+    validate_config(cfg)
     torch.set_num_threads(resolve_threads(cfg.get("threads", "auto")))
     L.seed_everything(cfg.seed, verbose=False)
     benchmark = instantiate(cfg.benchmark)
+    check_clients_per_round(cfg.federation.clients_per_round, len(benchmark.clients))
     # Live objects go in through partials: Hydra would try to turn them into config nodes.
     engine = instantiate(cfg.model, _partial_=True)(
         public=benchmark.public, vocabulary=benchmark.vocabulary()
@@ -128,7 +137,8 @@ def make_simulator(
     run_dir: Path,
     on_round_end: Callable[[int, dict[str, float]], None] | None = None,
 ) -> tuple[Simulator, Any]:
-    """A launched Fabric (with the configured logger) and a Simulator over ``c``."""
+    """A launched Fabric (with the configured logger) and a Simulator over ``c``; its
+    checkpoints record ``cfg`` resolved."""
     fabric, logger = make_fabric(cfg)
     method = fabric.to_device(c.method)
     sim = Simulator(
@@ -141,5 +151,6 @@ def make_simulator(
         run_dir,
         c.eval_clients,
         on_round_end,
+        run_config=OmegaConf.to_container(cfg, resolve=True),
     )
     return sim, logger

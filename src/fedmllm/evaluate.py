@@ -17,17 +17,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
 from fedmllm.build import build_components, make_simulator
+from fedmllm.cli_errors import error_line
+from fedmllm.config_check import ConfigError, explain_unknown
 from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.federation.evaluation import GLOBAL_MODEL
 from fedmllm.metrics import MAIN_METRIC
 from fedmllm.report import results_table
 from fedmllm.run_files import build_results, load_run_config
 from fedmllm.utils.io import write_json
+from fedmllm.utils.trees import flatten
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +121,21 @@ def _locate(ckpt_path: str | Path) -> tuple[Path, Path]:
     return run_dir, ckpt
 
 
+def check_overrides(cfg: DictConfig, overrides: DictConfig) -> None:
+    """Refuse an override of an option the run's config does not have (a typo would be merged
+    in silently); new entries under ``federation.metrics`` / ``metric_options`` are allowed.
+
+    Raises:
+        ConfigError: One line with the names that exist there.
+    """
+    for key in flatten(OmegaConf.to_container(overrides)):
+        if key.startswith(("federation.metrics.", "federation.metric_options.")):
+            continue
+        line = explain_unknown(cfg, key)
+        if line is not None:
+            raise ConfigError(line)
+
+
 def evaluate_run(
     ckpt_path: str | Path, overrides: DictConfig | None = None, cross_client: bool = True
 ) -> dict[str, Any]:
@@ -139,11 +158,13 @@ def evaluate_run(
     run_dir, ckpt = _locate(ckpt_path)
     cfg = load_run_config(run_dir)
     if overrides is not None:
+        check_overrides(cfg, overrides)
         cfg = OmegaConf.merge(cfg, overrides)
     cfg.logger = None
     c = build_components(cfg)
     sim, _ = make_simulator(cfg, c, run_dir)
-    sim.resume_from(ckpt)
+    sim.load_state(ckpt)
+    log.info("loaded %s (round %d)", ckpt, sim.round)
     ids = [cl.client_id for cl in c.eval_clients]
     if GLOBAL_MODEL in ids:
         raise ValueError(f"a client is named {GLOBAL_MODEL!r}, the global model's id; rename it")
@@ -197,8 +218,8 @@ def main(argv: list[str]) -> int:
         return 2
     try:
         evaluate_run(ckpt, cli if len(cli) else None, cross_client=cross_client)
-    except (FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
-        log.error("error: %s", e)
+    except (InstantiationException, FileNotFoundError, KeyError, ValueError, RuntimeError) as e:
+        log.error("error: %s", error_line(e))
         return 2
     return 0
 

@@ -2,7 +2,8 @@
 
 ``train``, ``evaluate`` and the Flower ServerApp write the same files (the resolved config,
 ``results.json``), so ``eval.py`` can rebuild any run and the report can read any run,
-whoever produced it. A run with a checkpoint but no ``results.json`` is unfinished.
+whoever produced it. A run with a checkpoint but no ``results.json`` is unfinished
+(``fedmllm.run_dirs`` finds one to resume).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.federation.config import Client
 from fedmllm.metrics import MAIN_METRIC
 
@@ -95,40 +95,3 @@ def build_results(
         "validation": validation or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
-
-
-def resolve_resume(resume: str | bool | None, runs_dir: Path, current_dir: Path) -> Path | None:
-    """Turn the ``resume`` option into a checkpoint path.
-
-    Args:
-        resume: ``None``/``False`` (fresh run), ``True`` (latest run under ``runs_dir`` that has a
-            checkpoint but no ``results.json``), or a run directory / checkpoint file.
-        runs_dir: Where this task's runs live.
-        current_dir: This run's own directory, never a candidate.
-
-    Raises:
-        FileNotFoundError: Nothing to resume from.
-    """
-    if resume in (None, False, "false", "null", ""):
-        return None
-    if resume is True or resume == "true":
-        candidates = sorted(
-            (
-                p
-                for p in runs_dir.glob(f"*/{CHECKPOINT_NAME}")
-                if p.parent.resolve() != current_dir.resolve()
-                and not (p.parent / RESULTS_FILE).exists()
-            ),
-            key=lambda p: p.stat().st_mtime,
-        )
-        if not candidates:
-            raise FileNotFoundError(
-                f"resume=true but no unfinished run with a checkpoint under {runs_dir}"
-            )
-        return candidates[-1]
-    path = Path(str(resume)).expanduser()
-    if path.is_dir():
-        path = path / CHECKPOINT_NAME
-    if not path.is_file():
-        raise FileNotFoundError(f"resume={resume}: no checkpoint at {path}")
-    return path

@@ -23,22 +23,25 @@ from omegaconf import DictConfig
 from rich.console import Console
 
 from fedmllm.build import build_components, make_simulator
+from fedmllm.cli_errors import hydra_errors
 from fedmllm.compare_with import baseline_configs, find_finished_run
+from fedmllm.config_check import ConfigError, validate_config
 from fedmllm.configs import PRIMARY, SEARCH_PATH, VERSION_BASE
 from fedmllm.federation.analysis import path_similarity
+from fedmllm.federation.checkpoint import CHECKPOINT_NAME
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
-from fedmllm.run_files import (
-    RESULTS_FILE,
-    build_results,
-    resolve_resume,
-    save_run_config,
-)
+from fedmllm.resume import check_resume
+from fedmllm.run_dirs import FALSE, register_resolvers, resume_dir, runs_dir
+from fedmllm.run_files import RESULTS_FILE, build_results, save_run_config
 from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
-from fedmllm.utils.tensorboard import log_histograms
+from fedmllm.utils.tensorboard import flush, log_histograms
 
 log = logging.getLogger(__name__)
+KNOWN_ERRORS = (InstantiationException, ValueError, KeyError, FileNotFoundError)
+"""Errors of a bad setting or missing file: reported in one line, not a stack."""
+register_resolvers()  # hydra/default.yaml names the run and job folders through them
 
 
 def run_baselines(cfg: DictConfig) -> dict[str, dict[str, Any]]:
@@ -58,12 +61,34 @@ def run_baselines(cfg: DictConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
+def resume_target(cfg: DictConfig) -> dict[str, Any] | None:
+    """What ``resume`` continues: None for a fresh run; else the unfinished run's folder
+    becomes ``paths.output_dir`` and its checkpoint's config is checked (``fedmllm.resume``).
+
+    Raises:
+        FileNotFoundError: Nothing to resume.
+        ConfigError: The config differs from the checkpoint's (without ``resume_force``), or
+            ``resume`` in a multirun.
+    """
+    if cfg.get("resume") in FALSE:
+        return None
+    if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+        raise ConfigError(f"resume={cfg.resume}: resumes a single run, not the jobs of a multirun")
+    target = resume_dir(cfg.resume, runs_dir(cfg.paths.log_dir, cfg.task_name))
+    assert target is not None
+    cfg.paths.output_dir = str(target)  # continue in the run's own folder
+    return check_resume(cfg, target)
+
+
 def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run one federation as configured; returns ``(metrics, objects)``.
 
     With ``compare_with`` set, the named baselines run first (or finished runs with the same
-    config are reused) and the final table shows all of them side by side.
+    config are reused) and the final table shows all of them side by side. With ``resume``,
+    the unfinished run continues in its own folder (:func:`resume_target`).
     """
+    validate_config(cfg)
+    resumed = resume_target(cfg)
     baselines = run_baselines(cfg) if cfg.get("compare_with") else {}
     t0 = time.perf_counter()
     # One process runs every job of a Hydra multirun: make peak_rss_mb this run's own peak.
@@ -74,7 +99,11 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     rounds = c.federation.rounds
 
     def report_round(rnd: int, logs: dict[str, float]) -> None:
-        losses = {k.split("/")[0]: round(v, 4) for k, v in logs.items() if k.endswith("train/loss")}
+        losses = {  # keys client_<id>/train/loss: show the client id itself
+            k.split("/")[0].removeprefix("client_"): round(v, 4)
+            for k, v in logs.items()
+            if k.endswith("train/loss")
+        }
         extra = (
             f" avg test {100 * logs['round/avg/test/main']:.2f}"
             if "round/avg/test/main" in logs
@@ -82,11 +111,11 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         )
         log.info("round %d/%d  loss %s  %.1fs%s", rnd, rounds, losses, logs["round/wall_s"], extra)
         log_histograms(logger, logs, rnd)
+        flush(logger)  # a run killed later keeps its curves up to its last checkpoint
 
     sim, logger = make_simulator(cfg, c, run_dir, report_round)
-    ckpt = resolve_resume(cfg.get("resume"), run_dir.parent, run_dir)
-    if ckpt is not None:
-        sim.resume_from(ckpt)
+    if resumed is not None:
+        sim.resume_from(run_dir / CHECKPOINT_NAME)
     out = sim.fit()
     out["wall_s"] = time.perf_counter() - t0
     validation = getattr(c.benchmark, "validation", None)
@@ -94,8 +123,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
     )
     results["peak_rss_scope"] = rss_scope
-    if ckpt is not None:
-        results["resumed_from"] = str(ckpt)
+    if resumed is not None:
+        results["resumed_from"] = str(run_dir / CHECKPOINT_NAME)
+        results["resume"] = resumed
     similarity = path_similarity(sim, c.engine.collator, c.eval_clients, cfg.get("analysis"))
     if similarity is not None:
         results["path_similarity"] = similarity
@@ -115,11 +145,11 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=SEARCH_PATH, config_name=PRIMARY)
-def main(cfg: DictConfig) -> float | None:
+def app(cfg: DictConfig) -> float | None:
     """Run one training job and return the metric a sweeper optimises."""
     try:
         metrics, _ = run(cfg)
-    except (InstantiationException, ValueError, KeyError, FileNotFoundError) as e:
+    except KNOWN_ERRORS as e:
         # A bad argument in a config: show the cause, not the stack.
         kind = "configuration error" if isinstance(e, InstantiationException) else "error"
         log.error("%s: %s", kind, e)
@@ -127,6 +157,13 @@ def main(cfg: DictConfig) -> float | None:
             raise  # Hydra records the failed job and goes on with the rest of the sweep
         sys.exit(2)
     return metrics.get(cfg.get("optimized_metric", "avg_main"))
+
+
+def main() -> None:
+    """``python train.py [overrides]``: the Hydra app, with command-line mistakes (an option
+    that does not exist) answered in one line (``fedmllm.cli_errors``)."""
+    with hydra_errors(KNOWN_ERRORS):
+        app()
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir, initialize_config_module
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
 CONFIG_MODULE = __name__
 """The package holding the config tree (``fedmllm.configs``)."""
@@ -37,6 +37,19 @@ if not OmegaConf.has_resolver("concat"):
     OmegaConf.register_new_resolver("concat", lambda *lists: [x for xs in lists for x in xs])
 
 
+def launch_dir() -> str:
+    """The directory the command was started from: Hydra's ``runtime.cwd`` inside a job, the
+    working directory before one (a multirun's sweep dir is resolved before any job starts)
+    and outside Hydra (``compose_train``). ``paths.root_dir: ${fedmllm.cwd:}``."""
+    if HydraConfig.initialized():
+        return str(HydraConfig.get().runtime.cwd)
+    return os.getcwd()
+
+
+if not OmegaConf.has_resolver("fedmllm.cwd"):
+    OmegaConf.register_new_resolver("fedmllm.cwd", launch_dir)
+
+
 def overridden_keys(overrides: Sequence[str]) -> set[str]:
     """The keys ``overrides`` set (``a.b=1``, ``+a.b=1``, ``~a.b`` all give ``a.b``)."""
     return {o.split("=", 1)[0].lstrip("+~") for o in overrides}
@@ -49,9 +62,8 @@ def compose_train(
 
     Inside a running Hydra app (``train.py``) the app's own search path is used, so config
     directories the user added are seen; outside one, the packaged tree (or ``config_dir``, a
-    whole tree with its own ``train.yaml``, which then replaces it). Without a Hydra run there
-    is no ``hydra:runtime.cwd``: ``paths.root_dir`` becomes the working directory unless the
-    overrides set it.
+    whole tree with its own ``train.yaml``, which then replaces it). ``paths.root_dir`` is the
+    working directory unless the overrides set it (:func:`launch_dir`).
 
     Raises:
         FileNotFoundError: ``config_dir`` has no ``train.yaml``.
@@ -68,7 +80,4 @@ def compose_train(
     else:
         with initialize_config_module(config_module=CONFIG_MODULE, version_base=VERSION_BASE):
             cfg = compose(config_name=PRIMARY, overrides=overrides)
-    if "paths.root_dir" not in overridden_keys(overrides) and not HydraConfig.initialized():
-        with open_dict(cfg):
-            cfg.paths.root_dir = os.getcwd()
     return cfg

@@ -70,7 +70,7 @@ def resolve_sizes(
     unknown = sorted(set(given) - ids - set(TASKS))
     if unknown:
         raise ValueError(
-            f"train_sizes: unknown key(s) {unknown}; use a task {TASKS} or a client id "
+            f"benchmark.train_sizes: unknown key(s) {unknown}; use a task {TASKS} or a client id "
             f"{sorted(ids)}"
         )
     sizes = {}
@@ -80,9 +80,11 @@ def resolve_sizes(
                 sizes[cid] = int(table[key])
                 break
         else:
-            raise ValueError(f"train_sizes: no size for client {cid!r} (task {task!r})")
+            raise ValueError(f"benchmark.train_sizes: no size for client {cid!r} (task {task!r})")
         if sizes[cid] < -1:
-            raise ValueError(f"train_sizes: negative size {sizes[cid]} for client {cid!r}")
+            raise ValueError(
+                f"benchmark.train_sizes: negative size {sizes[cid]} for client {cid!r}"
+            )
     return sizes
 
 

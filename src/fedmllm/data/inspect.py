@@ -5,7 +5,9 @@ answers, answer-distribution divergence between clients) and writes a PNG grid w
 example images per client, each with its question and answer. Arguments are Hydra overrides
 of the packaged ``train.yaml`` (:mod:`fedmllm.configs`: ``benchmark=fedvqa_synth
 benchmark.public_size=100 ...``) plus
-``inspect.out=<png path>`` (default ``inspect_<benchmark>.png``) and ``inspect.examples=<n>``.
+``inspect.out=<png path>`` (default ``<paths.log_dir>/inspect/<time>/inspect_<benchmark>.png``,
+i.e. ``logs/inspect/<time>/`` under the working directory) and ``inspect.examples=<n>``.
+A bad setting or a missing dataset ends in one line (exit 2), as in ``train.py``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 import textwrap
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +89,8 @@ def example_grid(bench: Any, per_client: int = 4) -> Image.Image:
 def load_benchmark(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
     """Compose ``train.yaml`` with ``overrides`` and instantiate its benchmark.
 
-    ``inspect.*`` overrides are taken out and returned as options.
+    ``inspect.*`` overrides are taken out and returned as options; ``out`` defaults to a
+    fresh ``<paths.log_dir>/inspect/<time>/inspect_<benchmark>.png``.
     """
     from hydra.utils import instantiate
 
@@ -101,13 +105,26 @@ def load_benchmark(overrides: Sequence[str]) -> tuple[Any, dict[str, Any]]:
         else:
             rest.append(item)
     cfg = compose_train(rest)  # paths.root_dir: the working directory, unless overridden
-    return instantiate(cfg.benchmark), options
+    bench = instantiate(cfg.benchmark)
+    if not options["out"]:
+        stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+        folder = Path(cfg.paths.log_dir) / "inspect" / stamp
+        options["out"] = str(folder / f"inspect_{bench.name}.png")
+    return bench, options
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the statistics and write the grid; returns a process exit code."""
+    from hydra.errors import CompactHydraException
+
+    from fedmllm.cli_errors import error_line
+
     args = list(sys.argv[1:] if argv is None else argv)
-    bench, options = load_benchmark(args)
+    try:
+        bench, options = load_benchmark(args)
+    except (CompactHydraException, ValueError, KeyError, FileNotFoundError) as e:
+        print(f"error: {error_line(e, args)}", file=sys.stderr)
+        return 2
     console = Console(width=140)
     console.print(stats_table(bench))
     if getattr(bench, "validation", None):
@@ -115,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         console.print(
             f"validation: {v.get('checked', 0)} records checked, {v.get('skipped', 0)} skipped"
         )
-    out = Path(options["out"] or f"inspect_{bench.name}.png")
+    out = Path(options["out"])
     out.parent.mkdir(parents=True, exist_ok=True)
     example_grid(bench, int(options["examples"])).save(out)
     console.print(f"example grid written to {out}")

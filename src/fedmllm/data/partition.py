@@ -99,15 +99,22 @@ class PartitionConfig:
     def check(self) -> None:
         """Raise ``ValueError`` naming the first bad field."""
         if self.scheme not in SCHEMES:
-            raise ValueError(f"partition.scheme {self.scheme!r} is not one of {SCHEMES}")
+            raise ValueError(f"benchmark.partition.scheme={self.scheme}: must be one of {SCHEMES}")
         if self.scheme != "source" and self.num_clients < 1:
-            raise ValueError(f"partition.num_clients must be >= 1, got {self.num_clients}")
+            raise ValueError(
+                f"benchmark.partition.num_clients must be >= 1, got {self.num_clients}"
+            )
         if self.alpha <= 0:
-            raise ValueError(f"partition.alpha must be > 0, got {self.alpha}")
+            raise ValueError(f"benchmark.partition.alpha must be > 0, got {self.alpha}")
         if self.quantity_beta is not None and (self.quantity_beta <= 0 or self.scheme != "iid"):
-            raise ValueError("partition.quantity_beta must be > 0 and needs scheme=iid")
+            raise ValueError(
+                "benchmark.partition.quantity_beta must be > 0 and needs "
+                "benchmark.partition.scheme=iid"
+            )
         if self.min_train < 0 or self.min_test < 0:
-            raise ValueError("partition.min_train and min_test must be >= 0")
+            raise ValueError(
+                "benchmark.partition.min_train and benchmark.partition.min_test must be >= 0"
+            )
 
 
 def _client_modality(samples: Sequence[Sample]) -> str:
@@ -182,7 +189,9 @@ def _split_pool(
     if k * cfg.min_train > len(train) or k * cfg.min_test > len(test):
         raise ValueError(
             f"partition: {len(train)} train / {len(test)} test samples cannot give {k} clients "
-            f"{cfg.min_train} / {cfg.min_test} each; lower num_clients or raise the sizes"
+            f"{cfg.min_train} / {cfg.min_test} each; lower benchmark.partition.num_clients or "
+            "raise "
+            "benchmark.train_sizes / benchmark.test_size"
         )
     if cfg.scheme == "iid":
         sizes = (
@@ -237,7 +246,9 @@ def _restyle_reports(
 ) -> list[ClientData]:
     """Rewrite the i-th report client's samples in ``styles[i % len(styles)]``."""
     if restyle is None:
-        raise ValueError("partition.report_styles: this benchmark cannot rewrite its reports")
+        raise ValueError(
+            "benchmark.partition.report_styles: this benchmark cannot rewrite its reports"
+        )
     out, i = [], 0
     for c in clients:
         if c.task == "report":

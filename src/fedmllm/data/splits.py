@@ -41,7 +41,8 @@ def quantity_sizes(
             return sizes
     raise ValueError(
         f"quantity skew beta={beta}: no draw in {max_tries} gave every one of {k} clients "
-        f"{min_size} of {n} samples; raise beta or lower partition.min_train"
+        f"{min_size} of {n} samples; raise benchmark.partition.quantity_beta or lower "
+        "benchmark.partition.min_train"
     )
 
 
@@ -85,7 +86,8 @@ def dirichlet_split(
             return parts, props
     raise ValueError(
         f"dirichlet alpha={alpha}: no draw in {max_tries} gave every one of {k} clients "
-        f"{min_size} of {len(labels_arr)} samples; raise alpha or lower partition.min_train"
+        f"{min_size} of {len(labels_arr)} samples; raise benchmark.partition.alpha or lower "
+        "benchmark.partition.min_train"
     )
 
 

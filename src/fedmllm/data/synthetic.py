@@ -177,7 +177,9 @@ def generator_args(
         ValueError: For a negative seed or size, or images smaller than 16 pixels.
     """
     if min(seed, public_size, test_size, *train_sizes.values()) < 0 or image_size < 16:
-        raise ValueError("seed and sizes must be non-negative and image_size at least 16")
+        raise ValueError(
+            "seed and benchmark sizes must be non-negative and benchmark.image_size at least 16"
+        )
     return {
         "seed": int(seed),
         "image_size": int(image_size),

@@ -178,7 +178,8 @@ def validate_records(
         where = describe(dataset, sample, i)
         if not skip_invalid:
             raise InvalidRecordError(
-                f"{where}: {reason}. Fix or remove the record, or pass skip_invalid=true to "
+                f"{where}: {reason}. Fix or remove the record, or pass "
+                "benchmark.skip_invalid=true to "
                 "skip invalid records (see docs/data.md)"
             )
         report.skipped += 1

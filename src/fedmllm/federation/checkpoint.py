@@ -24,6 +24,7 @@ CHECKPOINT_KEYS = frozenset(
         "history",
         "baselines",
         "base_weights",  # frozen weights a server rule changed (FedEx, FRLoRA); may be absent
+        "config",  # the run's resolved config (fedmllm.resume compares a resume with it)
     }
 )
 VERSION = 1

@@ -208,5 +208,5 @@ class LocalTrainer:
         metrics = self.metric_plan.collection(client.client_id, client.task)
         scores, per_sample = score_predictions(metrics, preds, client.test)
         if write_path is not None:
-            write_predictions(write_path, client.test, preds, per_sample)
+            write_predictions(write_path, client.test, preds, per_sample, client.client_id)
         return scores

@@ -14,6 +14,7 @@ import torch
 from torchmetrics import MetricCollection
 
 from fedmllm.metrics import check_names, compute_scalars, sample_scores, task_metrics
+from fedmllm.utils.io import write_atomic
 
 GLOBAL_MODEL = "global"
 """Model id of the global model (initial adapters with the global shared tensors)."""
@@ -101,25 +102,49 @@ def generate_all(
     return preds
 
 
+def sample_reference(sample: Any, index: int, client_id: str) -> dict[str, Any]:
+    """Where a test sample comes from, so a wrong answer can be traced to its image.
+
+    ``id``: the record's own (``<source>/<record id>`` for real data) or
+    ``<client>/test/<index>``; ``image``: the image file (None for generated arrays and
+    text-only samples); ``record``: the provenance the sample carries (source dataset,
+    split, annotation file, the synthetic scene's id, which regenerates the image).
+    """
+    meta = getattr(sample, "meta", None) or {}
+    image = sample.image
+    record = {k: meta[k] for k in ("source", "split", "record_file") if k in meta}
+    scene_id = getattr(meta.get("scene"), "scene_id", None)
+    if scene_id is not None:
+        record["scene"] = scene_id
+    return {
+        "id": str(meta.get("id", f"{client_id}/test/{index}")),
+        "image": os.fspath(image) if isinstance(image, str | os.PathLike) else None,
+        "record": record,
+    }
+
+
 def write_predictions(
     path: Path,
     samples: Sequence[Any],
     preds: Sequence[str],
     scores: Sequence[Mapping[str, float]] | None = None,
+    client_id: str | None = None,
 ) -> None:
-    """One JSON line per sample (question, answer, answer type, prediction, per-sample scores),
-    so a user can read the model's mistakes. Written to a temp file and renamed (atomic)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """One JSON line per sample (its id, image and record (:func:`sample_reference`),
+    question, answer, answer type, prediction, per-sample scores), so a user can read the
+    model's mistakes and find each one's image. Written to a temp file and renamed (atomic).
+
+    ``client_id`` names samples without an id of their own (default: the file's name).
+    """
     rows = scores if scores is not None else [{}] * len(preds)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as f:
-        for s, p, sc in zip(samples, preds, rows, strict=True):
-            row: dict[str, Any] = {"question": s.question, "answer": s.answer}
-            if getattr(s, "answer_type", None) is not None:
-                row["answer_type"] = s.answer_type
-            row["prediction"] = p
-            row["scores"] = dict(sc)
-            f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    owner = client_id if client_id is not None else path.stem
+    lines = []
+    for i, (s, p, sc) in enumerate(zip(samples, preds, rows, strict=True)):
+        row: dict[str, Any] = sample_reference(s, i, owner)
+        row.update(question=s.question, answer=s.answer)
+        if getattr(s, "answer_type", None) is not None:
+            row["answer_type"] = s.answer_type
+        row["prediction"] = p
+        row["scores"] = dict(sc)
+        lines.append(json.dumps(row, default=str) + "\n")
+    write_atomic(path, "".join(lines))

@@ -41,12 +41,14 @@ def sample_clients(
         n = k
     elif isinstance(per_round, float) and per_round <= 1.0:
         if per_round <= 0:
-            raise ValueError(f"clients_per_round fraction must be in (0, 1], got {per_round}")
+            raise ValueError(
+                f"federation.clients_per_round fraction must be in (0, 1], got {per_round}"
+            )
         n = max(1, math.ceil(per_round * k))
     else:
         n = int(per_round)
         if not 1 <= n <= k:
-            raise ValueError(f"clients_per_round must be between 1 and {k}, got {n}")
+            raise ValueError(f"federation.clients_per_round must be between 1 and {k}, got {n}")
     if n == k:
         return list(client_ids)
     chosen = torch.randperm(k, generator=_generator(seed, 7, round_idx))[:n].sort().values

@@ -44,6 +44,9 @@ class Simulator:
         eval_clients: Clients whose test splits are scored (defaults to ``train_clients``).
         config: Round-loop settings.
         run_dir: Where checkpoints, predictions and TensorBoard logs go.
+        on_round_end: Called with ``(round, logs)`` after every round.
+        run_config: The run's resolved config, recorded in every checkpoint (a resume is
+            compared with it: ``fedmllm.resume``).
     """
 
     def __init__(
@@ -57,6 +60,7 @@ class Simulator:
         run_dir: str | Path,
         eval_clients: Sequence[Any] | None = None,
         on_round_end: Callable[[int, dict[str, Any]], None] | None = None,
+        run_config: dict[str, Any] | None = None,
     ) -> None:
         self.fabric, self.engine, self.method, self.aggregator = fabric, engine, method, aggregator
         self.train_clients = {c.client_id: c for c in train_clients}
@@ -66,6 +70,7 @@ class Simulator:
         self.cfg = config
         self.run_dir = Path(run_dir)
         self.on_round_end = on_round_end
+        self.run_config = run_config
         # The two halves of a round, shared with the Flower apps (deploy/flower).
         self.trainer = LocalTrainer(fabric, engine, method, config, ClientStore(config.store_dir))
         self.server: RoundServer = build_round_server(
@@ -254,7 +259,9 @@ class Simulator:
 
     # ----------------------------------------------------------------- checkpoints
     def checkpoint_payload(self) -> dict[str, Any]:
+        config = {} if self.run_config is None else {"config": self.run_config}
         return {
+            **config,
             "round": self.round,
             "global_state": self.global_state,
             "client_store": self.store.state_dict(),
@@ -273,6 +280,11 @@ class Simulator:
 
     def resume_from(self, path: str | Path) -> None:
         """Continue from a checkpoint written by this class (a file or a run directory)."""
+        self.load_state(path)
+        log.info("resumed from %s at round %d", path, self.round)
+
+    def load_state(self, path: str | Path) -> None:
+        """Set every state of the run (rounds done, tensors, traffic, RNG) from a checkpoint."""
         payload = load_checkpoint(path)
         # Against the initial state: a rule's shared keys may change over rounds (FedLEASE).
         unknown = set(payload["global_state"]) - set(self.initial_state)
@@ -288,7 +300,6 @@ class Simulator:
         self.aggregator.load_state_dict(payload["aggregator"])
         self.ledger.load_state_dict(payload)
         set_rng_state(payload["rng"])
-        log.info("resumed from %s at round %d", path, self.round)
 
     # ----------------------------------------------------------------- the loop
     def fit(self, stop_after: int | None = None) -> dict[str, Any]:

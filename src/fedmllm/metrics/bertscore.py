@@ -154,7 +154,8 @@ class BERTScore(TextMetric):
         self.num_layers = num_layers if num_layers is not None else default_layer(model)
         if self.num_layers is None:
             raise ValueError(
-                f"BERTScore: no tuned layer known for {model!r}; pass num_layers "
+                f"BERTScore: no tuned layer known for {model!r}; set "
+                "federation.metric_options.bertscore.num_layers=<n> "
                 "(bert-score uses e.g. 17 for roberta-large, 9 for bert-base-uncased)"
             )
         self.baseline: torch.Tensor | None = None

@@ -26,8 +26,8 @@ def _bertscore(**options: Any) -> TextMetric:
 
     if not options.get("model"):
         raise ValueError(
-            "metric 'bertscore' needs an encoder: set its option model=<local path or cached "
-            "hub id> (e.g. federation.metric_options.bertscore.model=/models/roberta-large)"
+            "metric 'bertscore' needs an encoder: set federation.metric_options.bertscore.model="
+            "<local path or cached hub id> (e.g. /models/roberta-large)"
         )
     return BERTScore(**options)
 
@@ -37,8 +37,9 @@ def _judge(**options: Any) -> TextMetric:
 
     if not options.get("backend"):
         raise ValueError(
-            "metric 'judge' needs a judge: set its options backend=local path=<model dir>, or "
-            "backend=openai base_url=<url> model=<name>"
+            "metric 'judge' needs a judge: set federation.metric_options.judge.backend=local and "
+            "federation.metric_options.judge.path=<model dir>, or ...judge.backend=openai with "
+            "federation.metric_options.judge.base_url=<url> and ...judge.model=<name>"
         )
     return LLMJudge(options)
 

@@ -188,9 +188,21 @@ def build_tiny_vlm(
     Returns:
         The engine, its base model frozen and in eval mode; ``engine.info["from_cache"]`` says
         whether pretraining was skipped.
+
+    Raises:
+        ValueError: Pretraining asked for (``model.pretrain.steps > 0``) on an empty public
+            split; the message names the options that fix it.
     """
     cfg = TinyVLMConfig.from_dict(config)
     pcfg = PretrainConfig.from_dict(pretrain)
+    if pcfg.steps > 0 and not public:
+        raise ValueError(
+            "the tiny model is pretrained on the benchmark's public split, and it is empty: set "
+            "benchmark.public_size=<n> (records kept out of the clients' splits; a small dataset "
+            "may need smaller benchmark.train_sizes to leave them over), or "
+            "model.pretrain.steps=0 for a random start, or model=hf model.path=<a pretrained "
+            "model>"
+        )
     template = get_template(family)
     tokenizer = build_word_tokenizer(list(vocabulary), _tokenizer_texts(template, public))
     info: dict[str, Any] = {"from_cache": False, "cache_path": None, "steps": pcfg.steps}

@@ -63,7 +63,8 @@ class TinyVLMConfig(Settings):
     def __post_init__(self) -> None:
         if self.image_size % self.patch_size:
             raise ValueError(
-                f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
+                f"model.config.image_size={self.image_size} is not a multiple of "
+                f"model.config.patch_size={self.patch_size}"
             )
         if self.vision_hidden % self.vision_heads or self.text_hidden % self.text_heads:
             raise ValueError("hidden sizes must be multiples of their head counts")

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fedmllm.utils.trees import flatten
+
 RESULTS_NAME = "results.json"
 
 REFERENCE, GLOBAL, PERSONALISED, OURS, OTHER = (
@@ -145,16 +147,6 @@ def load_run(path: str | Path) -> Run:
         history=list(results.get("history", [])),
         raw=results,
     )
-
-
-def flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts as dotted keys; lists and scalars are leaves."""
-    if not isinstance(obj, dict):
-        return {prefix: obj}
-    out: dict[str, Any] = {}
-    for k, v in obj.items():
-        out.update(flatten(v, f"{prefix}{k}."))
-    return {k.rstrip("."): v for k, v in out.items()}
 
 
 def _ignored(key: str) -> bool:

@@ -38,9 +38,20 @@ def colors(comp: Comparison) -> dict[str, str]:
     return {row.label: f"C{i % 10}" for i, row in enumerate(comp.rows)}
 
 
+ROUND_TICKS = 12
+"""Up to this many rounds every round gets its tick; beyond, integer ticks matplotlib picks."""
+
+
 def _round_axis(ax: Axes) -> None:
+    """Integer round ticks whatever the number of rounds (one round: one tick, "1")."""
     ax.set_xlabel("communication round")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    rounds = sorted({int(x) for line in ax.lines for x in line.get_xdata()})
+    if rounds:
+        ax.set_xlim(rounds[0] - 0.5, rounds[-1] + 0.5)
+    if 0 < len(rounds) <= ROUND_TICKS:
+        ax.set_xticks(rounds, labels=[str(r) for r in rounds])
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
 
 
 def client_bars(comp: Comparison) -> Figure:
@@ -118,11 +129,17 @@ def loss_curves(comp: Comparison) -> Figure:
 
 
 def comm_vs_accuracy(comp: Comparison) -> Figure:
-    """Total bytes on the wire (MiB, symlog) vs Avg score, one point per method."""
+    """Total bytes on the wire (MiB; symlog beyond 10 MiB) vs Avg score, one point per method.
+
+    Labels stay inside the axes: a point in the right half is labelled on its left.
+    """
     fig, ax = plt.subplots(figsize=(6.0, 4.2))
     color = colors(comp)
-    for row in comp.rows:
-        mib = row.cost("total_bytes").mean / 2**20
+    points = [(row, row.cost("total_bytes").mean / 2**20) for row in comp.rows]
+    widest = max((mib for _, mib in points), default=0.0)
+    if widest > 10:
+        ax.set_xscale("symlog", linthresh=1.0)  # Standalone sends 0 bytes
+    for row, mib in points:
         avg = row.scores["Avg"]
         ax.errorbar(
             mib,
@@ -132,14 +149,28 @@ def comm_vs_accuracy(comp: Comparison) -> Figure:
             capsize=3,
             color=color[row.label],
         )
-        ax.annotate(row.label, (mib, 100 * avg.mean), textcoords="offset points", xytext=(5, 4))
-    ax.set_xscale("symlog", linthresh=1.0)  # Standalone sends 0 bytes
+        right = widest > 0 and _position(mib, widest) > 0.5
+        ax.annotate(
+            row.label,
+            (mib, 100 * avg.mean),
+            textcoords="offset points",
+            xytext=(-5 if right else 5, 4),
+            ha="right" if right else "left",
+        )
+    ax.margins(x=0.15, y=0.15)
     ax.set_xlabel("communication, total ↑+↓ (MiB)")
     ax.set_ylabel("Avg score (%)")
     ax.set_title(f"{comp.benchmark}: communication vs accuracy")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _position(mib: float, widest: float) -> float:
+    """Where ``mib`` lies between 0 and ``widest`` on the axis (log-like beyond 10 MiB)."""
+    if widest > 10:
+        return math.log1p(mib) / math.log1p(widest)
+    return mib / widest
 
 
 def png_bytes(fig: Figure, dpi: int = 110) -> bytes:

@@ -33,3 +33,10 @@ def log_histograms(logger: Any, logs: dict[str, float], step: int) -> None:
             bucket_counts=counts,
             global_step=step,
         )
+
+
+def flush(logger: Any) -> None:
+    """Write a logger's buffered events to disk now (TensorBoard buffers them)."""
+    writer = getattr(logger, "experiment", None)
+    if hasattr(writer, "flush"):
+        writer.flush()

@@ -29,7 +29,9 @@ def expect(path: Path, dataset: str, what: str = "file") -> Path:
     if not path.exists():
         raise DatasetNotFoundError(
             f"{dataset}: expected the {what} {path} but it does not exist. See {DOCS} "
-            f"(section '{dataset}') for how to obtain {dataset} and lay it out under data_dir."
+            f"(section '{dataset}') for how to obtain {dataset} and lay it out under "
+            "paths.data_dir "
+            "(or point paths.data_dir=<dir> at it)."
         )
     return path
 
