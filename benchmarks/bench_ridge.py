@@ -7,7 +7,7 @@ Prints one JSON line:
                      both on the same float32 inputs, interleaved in this process;
                      speedup_vs_dense_wall: the same with wall-clock medians (inflated or
                      deflated by other users' jobs on a shared machine);
-  max_rel_err        max |B_ours − B_dense| / max |B_dense|, paper mode (λ dropped: A Aᵀ is
+  max_rel_err        max |B_ours − B_dense| / max |B_dense|, conditional mode (λ dropped: A Aᵀ is
                      well conditioned here); max_rel_err_ridge: the same with λ = 1 in both;
   err_vs_fp64_*      the same measure of each float32-input result against a float64 dense one;
   peak_extra_mb      peak bytes of tensors allocated during one call of ours (inputs excluded,
@@ -76,7 +76,7 @@ def dense_paper(a_list, b_list, weights, lam: float = 0.0) -> torch.Tensor:
     return torch.linalg.solve(gram, (u @ a.T).T).T
 
 
-def ours(a_list, b_list, weights, lam: float = 1.0, mode: str = "paper") -> torch.Tensor:
+def ours(a_list, b_list, weights, lam: float = 1.0, mode: str = "conditional") -> torch.Tensor:
     return ridge_factors(a_list, b_list, weights, lam=lam, mode=mode).b.to(a_list[0].dtype)
 
 
@@ -215,7 +215,7 @@ def main() -> None:
         **timings(inputs, args.repeats, args.threads),
         "max_rel_err": _rel(b_ours, b_dense),
         "max_rel_err_ridge": _rel(
-            ours(*inputs, lam=1.0, mode="ridge"), dense_paper(*inputs, lam=1.0)
+            ours(*inputs, lam=1.0, mode="tikhonov"), dense_paper(*inputs, lam=1.0)
         ),
         "err_vs_fp64_ours": _rel(b_ours, b_exact),
         "err_vs_fp64_dense": _rel(b_dense, b_exact),

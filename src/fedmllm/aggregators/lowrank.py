@@ -13,7 +13,23 @@ from dataclasses import dataclass
 
 import torch
 
-RIDGE_MODES = ("paper", "ridge")
+RIDGE_MODES = ("tikhonov", "conditional")
+"""``tikhonov``: always ``A Aᵀ + λI`` (UniFLoW's main results, Table 12); ``conditional``: λ
+only when ``A Aᵀ`` is numerically singular (Eq. 13 read literally)."""
+
+_RENAMED_MODES = {"ridge": "tikhonov", "paper": "conditional"}
+
+
+def check_ridge_mode(mode: str) -> str:
+    """Return ``mode`` if it is one of :data:`RIDGE_MODES`; else raise naming the fix."""
+    if mode in RIDGE_MODES:
+        return mode
+    if mode in _RENAMED_MODES:
+        raise ValueError(
+            f"ridge mode {mode!r} was renamed: use mode={_RENAMED_MODES[mode]} "
+            f"(the default is now tikhonov, λ always on)"
+        )
+    raise ValueError(f"ridge mode must be one of {RIDGE_MODES}, got {mode!r}")
 
 
 @dataclass
@@ -51,8 +67,8 @@ def ridge_factors(
     b_list: Sequence[torch.Tensor],
     weights: Sequence[float],
     *,
-    lam: float = 1.0,
-    mode: str = "paper",
+    lam: float = 0.1,
+    mode: str = "tikhonov",
     cond_threshold: float = 1e4,
     b_coefs: Sequence[float] | None = None,
 ) -> RidgeSolution:
@@ -68,19 +84,20 @@ def ridge_factors(
         a_list: The clients' A_k (r_k × d_in).
         b_list: The clients' B_k (d_out × r_k).
         weights: Aggregation weights w_k (summing to one).
-        lam: Tikhonov λ > 0 (used always in ``ridge`` mode, as fallback in ``paper`` mode).
-        mode: ``"paper"``: a plain solve when ``cond(A Aᵀ) ≤ cond_threshold``, the ridge
-            solve otherwise (the paper's Eq. 13 with "invertible" made numerical);
-            ``"ridge"``: always ``A Aᵀ + λI``.
-        cond_threshold: Largest condition number treated as invertible in ``paper`` mode.
+        lam: Tikhonov λ > 0 (used always in ``tikhonov`` mode, as the fallback in
+            ``conditional`` mode).
+        mode: ``"tikhonov"``: always ``A Aᵀ + λI`` (the paper's main results);
+            ``"conditional"``: a plain solve when ``cond(A Aᵀ) ≤ cond_threshold``, the ridge
+            solve otherwise (Eq. 13 with "invertible" made numerical).
+        cond_threshold: Largest condition number treated as invertible in ``conditional``
+            mode.
         b_coefs: Extra per-client factors c_k on B_k (heterogeneous ranks: ``s_k / s_max``);
             ones when None.
 
     Returns:
         The averaged A, the solved B, the condition number and the λ used.
     """
-    if mode not in RIDGE_MODES:
-        raise ValueError(f"ridge mode must be one of {RIDGE_MODES}, got {mode!r}")
+    check_ridge_mode(mode)
     if not lam > 0.0:
         raise ValueError(
             f"ridge lambda must be > 0 (the fallback when A Aᵀ is singular), got {lam}"
@@ -89,7 +106,7 @@ def ridge_factors(
     a, rhs = _mean_a_and_rhs(a_list, b_list, weights, coefs)
     gram = a @ a.T
     cond = sym_cond(gram)
-    use = 0.0 if (mode == "paper" and cond <= cond_threshold) else float(lam)
+    use = 0.0 if (mode == "conditional" and cond <= cond_threshold) else float(lam)
     b = _solve_spd_right(rhs, gram, use)
     if b is None:  # round-off made the "well-conditioned" Gram indefinite: take the ridge
         use = float(lam)

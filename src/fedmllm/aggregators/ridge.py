@@ -15,7 +15,7 @@ from fedmllm.aggregators.functional import (
     PairedRound,
     padded_mean,
 )
-from fedmllm.aggregators.lowrank import RIDGE_MODES, ridge_factors
+from fedmllm.aggregators.lowrank import check_ridge_mode, ridge_factors
 from fedmllm.types import AdapterState
 
 log = logging.getLogger(__name__)
@@ -36,9 +36,9 @@ class FedA2LoRA(PairedRule):
 
     Args:
         weighting: ``"samples"`` or ``"uniform"``.
-        lam: Tikhonov λ > 0 (the paper's default is 1).
-        mode: ``"paper"`` (plain solve when ``cond(A Aᵀ) ≤ cond_threshold``, λ otherwise) or
-            ``"ridge"`` (always λ).
+        lam: Tikhonov λ > 0 (0.1: UniFLoW's Table 12; its main text names 1).
+        mode: ``"tikhonov"`` (always λ, the paper's main results) or ``"conditional"``
+            (plain solve when ``cond(A Aᵀ) ≤ cond_threshold``, λ otherwise: Eq. 13 literally).
         cond_threshold: Condition number up to which ``A Aᵀ`` counts as invertible. The
             default 1e4 keeps ``cond · eps_float32`` below 1e-3, the error the plain solve
             may add to B when the clients' float32 factors are rounded.
@@ -58,16 +58,15 @@ class FedA2LoRA(PairedRule):
     def __init__(
         self,
         weighting: str = "samples",
-        lam: float = 1.0,
-        mode: str = "paper",
+        lam: float = 0.1,
+        mode: str = "tikhonov",
         cond_threshold: float = 1e4,
         warmup_rounds: int = 0,
         alpha: float = 16.0,
         use_rslora: bool = False,
     ) -> None:
         super().__init__(weighting, alpha, use_rslora)
-        if mode not in RIDGE_MODES:
-            raise ValueError(f"ridge mode must be one of {RIDGE_MODES}, got {mode!r}")
+        check_ridge_mode(mode)
         if not lam > 0:
             raise ValueError(f"ridge lam must be > 0, got {lam}")
         if not cond_threshold >= 1:
