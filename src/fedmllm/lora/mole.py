@@ -23,7 +23,13 @@ from torch import nn
 from fedmllm.lora.inject import check_targets_exist, freeze_non_adapter, replace_linear_layers
 from fedmllm.lora.layers import LoRALinear
 from fedmllm.lora.pair import LowRankPair
-from fedmllm.lora.router import Routing, RoutingStats, TopKRouter, load_balancing_loss
+from fedmllm.lora.router import (
+    Routing,
+    RoutingStats,
+    TopKRouter,
+    check_gating,
+    load_balancing_loss,
+)
 
 
 def check_mole_sizes(r: int, num_experts: int, top_k: int) -> None:
@@ -53,6 +59,8 @@ class MoLELinear(LoRALinear):
             the routed path alike); the router sees the undropped input.
         use_rslora: rsLoRA scaling.
         dtype: Adapter dtype (defaults as for LoRA).
+        gating: How the chosen experts are weighted (``topk_softmax`` | ``softmax_topk``,
+            :data:`~fedmllm.lora.router.GATINGS`).
 
     Attributes:
         experts: The routed experts.
@@ -73,8 +81,10 @@ class MoLELinear(LoRALinear):
         dropout: float = 0.0,
         use_rslora: bool = False,
         dtype: torch.dtype | None = None,
+        gating: str = "topk_softmax",
     ) -> None:
         check_mole_sizes(r, num_experts, top_k)
+        check_gating(gating)
         super().__init__(base_layer, r, alpha, dropout, use_rslora, dtype)
         self.num_experts = num_experts
         self.top_k = top_k if num_experts > 0 else 0
@@ -86,7 +96,9 @@ class MoLELinear(LoRALinear):
             for _ in range(num_experts)
         )
         self.router: TopKRouter | None = (
-            TopKRouter(self.in_features, num_experts, top_k, **factory) if num_experts else None
+            TopKRouter(self.in_features, num_experts, top_k, **factory, gating=gating)
+            if num_experts
+            else None
         )
         self._reset_experts()
         self.stats = RoutingStats(max(num_experts, 1))
@@ -187,7 +199,8 @@ def inject_mole(
         lora_targets: Leaf names that get :class:`LoRALinear` (may be empty).
         module_filter: Optional regex on full module names (e.g. ``language_model``).
         **layer_args: :class:`MoLELinear`'s arguments (``r``, ``alpha``, ``num_experts``,
-            ``top_k``, ``dropout``, ``use_rslora``); the LoRA layers take the shared ones.
+            ``top_k``, ``gating``, ``dropout``, ``use_rslora``); the LoRA layers take the shared
+            ones.
 
     Returns:
         The replaced MoLE and LoRA module names, each sorted.
@@ -204,7 +217,7 @@ def inject_mole(
     check_mole_sizes(layer_args["r"], layer_args.get("num_experts", 8), layer_args.get("top_k", 2))
     # Checked for both lists up front so that a bad LoRA target leaves no MoLE layer behind.
     check_targets_exist(model, [*mole_targets, *lora_targets])
-    lora_args = {k: v for k, v in layer_args.items() if k not in ("num_experts", "top_k")}
+    lora_args = {k: v for k, v in layer_args.items() if k not in ("num_experts", "top_k", "gating")}
     mole_names = replace_linear_layers(
         model, list(mole_targets), lambda _n, lin: MoLELinear(lin, **layer_args), module_filter
     )

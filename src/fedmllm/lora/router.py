@@ -1,8 +1,14 @@
 """The top-K router of a mixture of LoRA experts, and the statistics of its choices.
 
 The router is a linear gate on the layer input, per token: logits ``z = W_r x``; the K largest
-logits are kept and softmax-renormalised among themselves (``p_i = exp(z_i) / Σ_{j∈TopK}
-exp(z_j)``, zero outside the top K), as in Fed-MoLE's Eq. (7).
+logits choose the experts and ``gating`` says how they are weighted (zero outside the top K):
+
+- ``topk_softmax``: softmax over the K chosen logits, ``p_i = exp(z_i) / Σ_{j∈TopK} exp(z_j)``
+  (the weights of a token sum to one);
+- ``softmax_topk``: softmax over all N logits, restricted to the top K without
+  renormalisation, ``p_i = exp(z_i) / Σ_{j=1..N} exp(z_j)`` (they sum to at most one).
+
+Fed-MoLE's Eq. (7) writes the denominator as a sum from j = 1 to N (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -22,12 +28,39 @@ class Routing:
     Attributes:
         logits: ``(T, N)`` router logits.
         indices: ``(T, K)`` chosen experts per token, largest logit first.
-        weights: ``(T, K)`` softmax over the chosen logits (each row sums to one).
+        weights: ``(T, K)`` gate weights of the chosen experts (rows sum to one with
+            ``topk_softmax``, to at most one with ``softmax_topk``).
     """
 
     logits: torch.Tensor
     indices: torch.Tensor
     weights: torch.Tensor
+
+
+GATINGS = ("topk_softmax", "softmax_topk")
+"""Ways to weight the K chosen experts (see the module docstring)."""
+
+
+def check_gating(gating: str) -> None:
+    """Raise a clear error unless ``gating`` is one of :data:`GATINGS`."""
+    if gating not in GATINGS:
+        raise ValueError(f"method.gating must be one of {GATINGS}, got {gating!r}")
+
+
+def gate(logits: torch.Tensor, top_k: int, gating: str = "topk_softmax") -> Routing:
+    """Choose the K largest logits per row and weight them by ``gating``.
+
+    Args:
+        logits: ``(T, N)`` router logits.
+        top_k: K.
+        gating: One of :data:`GATINGS`.
+    """
+    top_logits, indices = logits.topk(top_k, dim=-1)
+    if gating == "topk_softmax":
+        weights = top_logits.softmax(dim=-1)
+    else:
+        weights = logits.softmax(dim=-1).gather(-1, indices)
+    return Routing(logits, indices, weights)
 
 
 class TopKRouter(nn.Module):
@@ -37,6 +70,7 @@ class TopKRouter(nn.Module):
         in_features: Width of the layer input.
         num_experts: N, at least one.
         top_k: K, between 1 and N.
+        gating: ``topk_softmax`` (default) or ``softmax_topk``; see :data:`GATINGS`.
         device: Where the gate weight lives.
         dtype: Dtype of the gate weight.
 
@@ -52,8 +86,10 @@ class TopKRouter(nn.Module):
         top_k: int,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
+        gating: str = "topk_softmax",
     ) -> None:
         super().__init__()
+        check_gating(gating)
         if num_experts < 1:
             raise ValueError(f"a router needs num_experts >= 1, got {num_experts}")
         if not 1 <= top_k <= num_experts:
@@ -63,6 +99,7 @@ class TopKRouter(nn.Module):
             )
         self.num_experts = num_experts
         self.top_k = top_k
+        self.gating = gating
         self.weight = nn.Parameter(
             torch.empty(num_experts, in_features, device=device, dtype=dtype)
         )
@@ -74,13 +111,11 @@ class TopKRouter(nn.Module):
 
     def forward(self, x: torch.Tensor) -> Routing:
         """Route ``(T, in_features)`` tokens."""
-        logits = F.linear(x, self.weight)
-        top_logits, indices = logits.topk(self.top_k, dim=-1)
-        return Routing(logits, indices, top_logits.softmax(dim=-1))
+        return gate(F.linear(x, self.weight), self.top_k, self.gating)
 
     def extra_repr(self) -> str:
         """Shown by ``print(model)``."""
-        return f"num_experts={self.num_experts}, top_k={self.top_k}"
+        return f"num_experts={self.num_experts}, top_k={self.top_k}, gating={self.gating}"
 
 
 def expert_counts(indices: torch.Tensor, num_experts: int) -> torch.Tensor:

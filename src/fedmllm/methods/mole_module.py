@@ -59,6 +59,8 @@ class MoLEMethod(AdapterMethod):
         use_rslora: rsLoRA scaling.
         num_experts: N routed experts per MoLE layer (0 degenerates to plain LoRA).
         top_k: K experts per token, ``1 <= K <= N``.
+        gating: ``topk_softmax`` (softmax over the K chosen logits) or ``softmax_topk``
+            (softmax over all N, kept on the top K, not renormalised); docs/methods.md.
         ada: Two-phase local training (False: V1, everything trained jointly).
         phase1_fraction: Share of the local steps spent in phase 1 (the paper leaves it open).
         share: ``shared`` (Fed-MoLE), ``all`` (M1), ``none`` (M2), ``shared_router`` (M3).
@@ -83,6 +85,7 @@ class MoLEMethod(AdapterMethod):
         use_rslora: bool = False,
         num_experts: int = 8,
         top_k: int = 2,
+        gating: str = "topk_softmax",
         ada: bool = True,
         phase1_fraction: float = 0.5,
         share: str = "shared",
@@ -102,7 +105,7 @@ class MoLEMethod(AdapterMethod):
         self.balance_loss_coef = balance_loss_coef
         self.num_experts = num_experts
         lora = {"r": r, "alpha": alpha, "dropout": dropout, "use_rslora": use_rslora}
-        sizes = {"num_experts": num_experts, "top_k": top_k}
+        sizes = {"num_experts": num_experts, "top_k": top_k, "gating": gating}
         self.mole_modules, self.lora_modules = inject_mole(
             self.model, list(mole_targets), list(lora_targets), module_filter, **lora, **sizes
         )
