@@ -244,3 +244,19 @@ def test_ridge_and_flexlora_never_allocate_a_d_out_by_d_in_matrix():
     with _LargestOutput() as meter:
         product_sum(a_list, b_list, [1.0, 1.0, 1.0])
     assert meter.largest == d * d  # the meter does see a dense product when one is formed
+
+
+def test_round_stats_report_the_shrinkage_of_b_by_hand():
+    # A Aᵀ = diag(1, 0.01) for identical clients with B_k = [1, 1]; λ = 0.1 keeps 1/1.1 and
+    # 1/11 of the two columns: shrink_min = 0.01 / 0.11 = 1/11, ‖B‖ / ‖B_k‖ =
+    # sqrt(1/1.21 + 1/121) / sqrt(2).
+    a, b = [[1.0, 0.0, 0.0], [0.0, 0.1, 0.0]], [[1.0, 1.0]]
+    agg = FedA2LoRA(lam=0.1)
+    agg.aggregate({}, [_pair(a, b, cid="x"), _pair(a, b, cid="y")], 0)
+    stats = agg.round_stats()
+    assert stats["shrink_min"] == pytest.approx(1 / 11, rel=1e-9)
+    assert stats["b_ratio_median"] == pytest.approx(math.sqrt(1 / 1.21 + 1 / 121) / math.sqrt(2))
+    cond = FedA2LoRA(lam=0.1, mode="conditional")
+    cond.aggregate({}, [_pair(a, b, cid="x"), _pair(a, b, cid="y")], 0)
+    assert cond.round_stats()["shrink_min"] == 1.0
+    assert cond.round_stats()["b_ratio_median"] == pytest.approx(1.0)

@@ -76,9 +76,12 @@ class FedA2LoRA(PairedRule):
         self.lam, self.mode = float(lam), mode
         self.cond_threshold, self.warmup_rounds = float(cond_threshold), int(warmup_rounds)
         self._warm, self._conds, self._lams = False, [], []  # the round in progress
+        self._shrink: list[float] = []
+        self._b_ratio: list[float] = []
 
     def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
         self._warm, self._conds, self._lams = round_idx < self.warmup_rounds, [], []
+        self._shrink, self._b_ratio = [], []
 
     def combine_pair(self, pair: LoRAPair, weights: torch.Tensor) -> Factors:
         w = [float(x) for x in weights]
@@ -98,10 +101,19 @@ class FedA2LoRA(PairedRule):
         )
         self._conds.append(sol.cond)
         self._lams.append(sol.lam)
+        # Diagnostics of the Tikhonov shrinkage: each eigen-direction of A Aᵀ (eigenvalue g)
+        # keeps g / (g + λ) of B; and ‖B‖ against the plain mean of the B_k.
+        eig = torch.linalg.eigvalsh(sol.a @ sol.a.T).clamp_min(0.0)
+        self._shrink.append(float((eig / (eig + sol.lam)).min()) if sol.lam > 0 else 1.0)
+        mean_b = padded_mean(pair.b, [wk * c for wk, c in zip(w, coefs, strict=True)], 1)
+        denom = float(torch.linalg.norm(mean_b.double()))
+        self._b_ratio.append(float(torch.linalg.norm(sol.b)) / denom if denom > 0 else 1.0)
         return sol.a, sol.b
 
     def finish(self, round_idx: int) -> None:
-        """Keep and log this round's condition numbers and how many pairs needed λ."""
+        """Keep and log this round's condition numbers, how many pairs needed λ, and the
+        shrinkage: ``shrink_min`` (smallest ``g / (g + λ)`` over the eigenvalues g of A Aᵀ of
+        every pair) and ``b_ratio_median`` (median over pairs of ‖B‖ / ‖Σ w_k B_k‖)."""
         warm, conds, lams = self._warm, self._conds, self._lams
         self._stats = {"warmup": float(warm)}
         if not conds:
@@ -114,6 +126,8 @@ class FedA2LoRA(PairedRule):
                 "cond_median": sorted(conds)[len(conds) // 2],
                 "ridge_pairs": float(sum(1 for x in lams if x > 0)),
                 "pairs": float(len(conds)),
+                "shrink_min": min(self._shrink),
+                "b_ratio_median": sorted(self._b_ratio)[len(self._b_ratio) // 2],
             }
         )
         log.info(
