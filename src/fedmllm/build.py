@@ -27,7 +27,10 @@ from fedmllm.utils.threads import resolve_threads
 
 
 def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
-    clients = [Client(c.client_id, c.task, c.train, c.test) for c in benchmark.clients]
+    clients = [
+        Client(c.client_id, c.task, c.train, c.test, getattr(c, "val", []))
+        for c in benchmark.clients
+    ]
     if not pooled:
         return clients, clients
     pool = Client("pooled", "mixed", [s for c in clients for s in c.train], [])

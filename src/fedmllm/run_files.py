@@ -8,6 +8,7 @@ whoever produced it. A run with a checkpoint but no ``results.json`` is unfinish
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -95,3 +96,24 @@ def build_results(
         "validation": validation or {},
         "config": OmegaConf.to_container(cfg, resolve=True),
     }
+
+
+def validation_results(
+    scores: dict[str, dict[str, float]], clients: Sequence[Any]
+) -> dict[str, Any]:
+    """The ``val`` block of ``results.json`` and ``val_avg``, the mean main metric on the
+    clients' validation splits (what searches optimise); empty when no client has one.
+
+    Args:
+        scores: Client id -> scores on its validation split (``Simulator.evaluate(split="val")``).
+        clients: The evaluation clients (their tasks name the main metric).
+    """
+    tasks = {c.client_id: c.task for c in clients}
+    val = {
+        cid: {"task": tasks[cid], "main_metric": MAIN_METRIC[tasks[cid]], "scores": s}
+        for cid, s in scores.items()
+    }
+    if not val:
+        return {}
+    mains = [v["scores"][v["main_metric"]] for v in val.values()]
+    return {"val": val, "val_avg": sum(mains) / len(mains)}

@@ -33,7 +33,12 @@ from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
 from fedmllm.resume import check_resume
 from fedmllm.run_dirs import FALSE, register_resolvers, resume_dir, runs_dir
-from fedmllm.run_files import RESULTS_FILE, build_results, save_run_config
+from fedmllm.run_files import (
+    RESULTS_FILE,
+    build_results,
+    save_run_config,
+    validation_results,
+)
 from fedmllm.utils.io import write_json
 from fedmllm.utils.memory import reset_peak_rss
 from fedmllm.utils.tensorboard import flush, log_histograms
@@ -123,6 +128,9 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
     )
     results["peak_rss_scope"] = rss_scope
+    # Validation is scored once, after training and after the test scores are final: searches
+    # read `val_avg`, never the test scores (docs/reproduction.md).
+    results.update(validation_results(sim.evaluate(split="val"), c.eval_clients))
     if resumed is not None:
         results["resumed_from"] = str(run_dir / CHECKPOINT_NAME)
         results["resume"] = resumed
@@ -141,7 +149,28 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     log.info("results written to %s", run_dir / RESULTS_FILE)
     if logger is not None:
         logger.finalize("success")
-    return {"avg_main": results["avg"]}, {"simulator": sim, "results": results, "components": c}
+    metrics = {"avg_main": results["avg"], "val_avg": results.get("val_avg")}
+    return metrics, {"simulator": sim, "results": results, "components": c}
+
+
+def searched_metric(cfg: DictConfig, metrics: dict[str, float | None]) -> float | None:
+    """The value a sweeper optimises: ``metrics[cfg.optimized_metric]`` (default ``val_avg``).
+
+    Raises:
+        ConfigError: An Optuna sweep on a metric the run does not have (a benchmark without
+            a validation split has no ``val_avg``): naming the fix.
+    """
+    name = cfg.get("optimized_metric", "val_avg")
+    value = metrics.get(name)
+    sweeper = (
+        str(HydraConfig.get().sweeper.get("_target_", "")) if HydraConfig.initialized() else ""
+    )
+    if value is None and "optuna" in sweeper.lower():
+        raise ConfigError(
+            f"optimized_metric={name}: this run has no such value (no validation split?); give "
+            "the benchmark one (benchmark.val_size=50) or the reader a val split"
+        )
+    return value
 
 
 @hydra.main(version_base=VERSION_BASE, config_path=SEARCH_PATH, config_name=PRIMARY)
@@ -156,7 +185,7 @@ def app(cfg: DictConfig) -> float | None:
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # Hydra records the failed job and goes on with the rest of the sweep
         sys.exit(2)
-    return metrics.get(cfg.get("optimized_metric", "avg_main"))
+    return searched_metric(cfg, metrics)
 
 
 def main() -> None:

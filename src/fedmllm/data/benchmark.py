@@ -37,8 +37,8 @@ class Benchmark:
         return list(self.words)
 
     def all_samples(self) -> list[Sample]:
-        """Public, then every client's train and test samples."""
-        return self.public + [s for c in self.clients for s in (*c.train, *c.test)]
+        """Public, then every client's train, test and validation samples."""
+        return self.public + [s for c in self.clients for s in (*c.train, *c.test, *c.val)]
 
 
 def resolve_sizes(
@@ -102,7 +102,9 @@ def apply_partition(
 
     if config is None:
         return bench
-    sources = [Source(c.client_id, c.task, c.modality, c.train, c.test) for c in bench.clients]
+    sources = [
+        Source(c.client_id, c.task, c.modality, c.train, c.test, c.val) for c in bench.clients
+    ]
     clients = partition(sources, config, restyle)
     return replace(bench, clients=clients)
 
@@ -124,9 +126,10 @@ def validate_benchmark(bench: Benchmark, skip_invalid: bool = False) -> Benchmar
     bench.public = check(f"{bench.name}/public", bench.public)
     for c in bench.clients:
         had = (len(c.train), len(c.test))
-        c.train, c.test = (
+        c.train, c.test, c.val = (
             check(f"{c.client_id}/train", c.train),
             check(f"{c.client_id}/test", c.test),
+            check(f"{c.client_id}/val", c.val),
         )
         _check_image_mix(c)
         if (had[0] and not c.train) or (had[1] and not c.test):
@@ -141,7 +144,7 @@ def validate_benchmark(bench: Benchmark, skip_invalid: bool = False) -> Benchmar
 def _check_image_mix(client: ClientData) -> None:
     """A client must hold image samples only or text-only samples only: collate cannot batch
     a mix, and failing here names the client instead of failing inside a training batch."""
-    samples = [*client.train, *client.test]
+    samples = [*client.train, *client.test, *client.val]
     with_image = sum(s.image is not None for s in samples)
     if 0 < with_image < len(samples):
         raise ValueError(

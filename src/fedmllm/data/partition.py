@@ -35,6 +35,7 @@ from fedmllm.data.splits import (
 )
 
 SCHEMES = ("source", "iid", "dirichlet")
+VAL_SEED_STREAM = 17  # the validation share-out's own generator: np.random.default_rng([seed, 17])
 
 
 @dataclass
@@ -46,6 +47,7 @@ class Source:
     modality: str
     train: list[Sample]
     test: list[Sample]
+    val: list[Sample] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -165,9 +167,10 @@ def partition(
         raise ValueError("partition: no source selected")
     rng = np.random.default_rng(cfg.seed)
     if cfg.scheme == "source":
-        clients = [ClientData(s.name, s.task, s.modality, s.train, s.test) for s in pool]
+        clients = [ClientData(s.name, s.task, s.modality, s.train, s.test, s.val) for s in pool]
     else:
         clients = _split_pool(pool, cfg, rng)
+        _split_val(pool, clients, cfg)
     if cfg.report_styles:
         clients = _restyle_reports(clients, cfg.report_styles, restyle)
     return clients
@@ -222,6 +225,30 @@ def _split_pool(
     return clients
 
 
+def _split_val(pool: Sequence[Source], clients: list[ClientData], cfg: PartitionConfig) -> None:
+    """Share the pooled validation samples out over ``clients`` in place.
+
+    Evenly at random (``iid``) or with each client's train answer shares (``dirichlet``, as
+    its test split), from a generator of its own: the train and test splits do not move.
+    """
+    val = [x for s in pool for x in s.val]
+    if not val:
+        return
+    rng = np.random.default_rng([cfg.seed, VAL_SEED_STREAM])
+    k = len(clients)
+    if cfg.scheme == "iid":
+        parts = iid_split(len(val), even_sizes(len(val), k), rng)
+    else:
+        classes = sorted({x.answer for c in clients for x in c.train})
+        counts = np.array(
+            [[sum(x.answer == a for x in c.train) for c in clients] for a in classes], dtype=float
+        )
+        props = {a: row / row.sum() for a, row in zip(classes, counts, strict=True)}
+        parts = _test_by_shares(val, props, rng, k)
+    for client, part in zip(clients, parts, strict=True):
+        client.val = [val[i] for i in part]
+
+
 def _top_label(labels: Sequence[str]) -> str | None:
     if not labels:
         return None
@@ -260,6 +287,7 @@ def _restyle_reports(
                 c.modality,
                 [restyle(s, style) for s in c.train],
                 [restyle(s, style) for s in c.test],
+                [restyle(s, style) for s in c.val],
             )
         out.append(c)
     return out

@@ -162,6 +162,7 @@ def load_real_benchmark(
     seed: int = 0,
     partition: Mapping[str, Any] | None = None,
     skip_invalid: bool = False,
+    val_size: int = 0,
 ) -> Benchmark:
     """Compose a benchmark of real datasets as configured (see ``configs/benchmark/fedmed.yaml``).
 
@@ -181,6 +182,9 @@ def load_real_benchmark(
         seed: Seed of every draw.
         partition: Optional re-partition of the clients (``fedmllm.data.partition``).
         skip_invalid: Skip and count invalid records instead of failing on the first.
+        val_size: Validation records per client, carved from the train records no client
+            received, after the public split's share (so neither training nor pretraining
+            data changes); 0: none. For datasets that ship no validation split.
 
     Returns:
         The benchmark, with ``validation`` counts and a vocabulary built from its texts.
@@ -211,6 +215,17 @@ def load_real_benchmark(
         modality = spec.get("modality") or _modality(chosen + test_kept)
         out.append(ClientData(cid, spec["task"], modality, chosen, test_kept))
     public = _public(leftovers, public_size)
+    if val_size < 0:
+        raise ValueError(f"benchmark.val_size must be >= 0, got {val_size}")
+    for client, pool, n in zip(out, leftovers, _shares(public_size, len(leftovers)), strict=True):
+        client.val = [replace(s, meta={**s.meta, "split": "val"}) for s in pool[n : n + val_size]]
+        if len(client.val) < val_size:
+            log.warning(
+                "client %s: only %d of %d validation records left over after sampling",
+                client.client_id,
+                len(client.val),
+                val_size,
+            )
     bench = Benchmark(name, public, out)
     bench = validate_benchmark(apply_partition(bench, partition), skip_invalid)
     bench.words = text_vocabulary(bench.all_samples())
@@ -225,14 +240,18 @@ def _modality(samples: list[Sample]) -> str:
 def _public(leftovers: list[list[Sample]], size: int) -> list[Sample]:
     """Up to ``size`` records, evenly over the clients' unused train records."""
     public: list[Sample] = []
-    share = [size // len(leftovers) + (i < size % len(leftovers)) for i in range(len(leftovers))]
-    for pool, n in zip(leftovers, share, strict=True):
+    for pool, n in zip(leftovers, _shares(size, len(leftovers)), strict=True):
         public += [_as_public(s) for s in pool[:n]]
     if len(public) < size:
         log.warning(
             "public split: only %d of %d records left over after sampling", len(public), size
         )
     return public
+
+
+def _shares(size: int, k: int) -> list[int]:
+    """The public split's records per client: ``size`` spread evenly over ``k`` clients."""
+    return [size // k + (i < size % k) for i in range(k)]
 
 
 def _as_public(sample: Sample) -> Sample:

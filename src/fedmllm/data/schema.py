@@ -47,6 +47,8 @@ class ClientData:
     modality: str
     train: list[Sample]
     test: list[Sample]
+    val: list[Sample] = field(default_factory=list)
+    """Validation split: what hyper-parameter searches score (empty when the source has none)."""
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -2,9 +2,11 @@
 
 A sample is drawn from its own random stream ``(seed, stream, index)``: the public split uses
 stream 0 and each client two streams of its own (train, then test), so changing one split's
-size never changes another split. A generated benchmark is built in memory (its images end up
-as rows of one stacked array), cached through :mod:`fedmllm.data.cache` (the JSON side is
-:func:`to_payload`), re-partitioned on load and validated.
+size never changes another split. A client's validation split draws from stream
+``VAL_STREAM_OFFSET + train stream``, a pool of its own: adding it moves no other sample.
+A generated benchmark is built in memory (its images end up as rows of one stacked array),
+cached through :mod:`fedmllm.data.cache` (the JSON side is :func:`to_payload`),
+re-partitioned on load and validated.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from fedmllm.data.benchmark import Benchmark, apply_partition, resolve_sizes, va
 from fedmllm.data.schema import ClientData, Sample
 
 # make_sample(spec, seed, stream, index, image_size, split) -> the sample of that stream index.
+VAL_STREAM_OFFSET = 1000
+"""Validation streams start here (far above the 1 + 2k train / 2 + 2k test streams)."""
 MakeSample = Callable[[Any, int, int, int, int, str], Sample]
 
 
@@ -98,12 +102,19 @@ def draw(
 
 
 def generate_client(
-    make: MakeSample, plan: ClientPlan, seed: int, sizes: tuple[int, int], image_size: int
+    make: MakeSample,
+    plan: ClientPlan,
+    seed: int,
+    sizes: tuple[int, int] | tuple[int, int, int],
+    image_size: int,
 ) -> ClientData:
-    """The client of ``plan`` with its train and test samples (``sizes``: their counts)."""
+    """The client of ``plan`` with its train, test and validation samples (``sizes``: their
+    counts; the validation count defaults to 0)."""
     train = draw(make, plan.spec, seed, plan.stream, sizes[0], image_size, "train")
     test = draw(make, plan.spec, seed, plan.stream + 1, sizes[1], image_size, "test")
-    return ClientData(plan.client_id, plan.task, plan.modality, train, test)
+    n_val = sizes[2] if len(sizes) > 2 else 0
+    val = draw(make, plan.spec, seed, VAL_STREAM_OFFSET + plan.stream, n_val, image_size, "val")
+    return ClientData(plan.client_id, plan.task, plan.modality, train, test, val)
 
 
 def generate(
@@ -119,8 +130,11 @@ def generate(
     """
     make, seed, size = sampler.make_sample, args["seed"], args["image_size"]
     samples = draw(make, sampler.public, seed, 0, args["public_size"], size, "public")
+    val_size = args.get("val_size", 0)
     clients = [
-        generate_client(make, p, seed, (args["train_sizes"][p.client_id], args["test_size"]), size)
+        generate_client(
+            make, p, seed, (args["train_sizes"][p.client_id], args["test_size"], val_size), size
+        )
         for p in plans
     ]
     bench = sampler.factory(name, samples, clients)
@@ -144,8 +158,8 @@ def stack_images(bench: Benchmark, image_size: int) -> np.ndarray:
 def to_payload(bench: Benchmark) -> dict[str, Any]:
     """The JSON side of the cache: samples with their row in the image array.
 
-    Rows follow :meth:`Benchmark.all_samples` order (public, then each client's train and
-    test), the order :func:`generate` stacks the images in.
+    Rows follow :meth:`Benchmark.all_samples` order (public, then each client's train, test
+    and validation samples), the order :func:`generate` stacks the images in.
     """
     row = iter(range(len(bench.all_samples())))
 
@@ -155,7 +169,7 @@ def to_payload(bench: Benchmark) -> dict[str, Any]:
     public = encode(bench.public)
     clients = []
     for c in bench.clients:
-        train, test = encode(c.train), encode(c.test)
+        train, test, val = encode(c.train), encode(c.test), encode(c.val)
         clients.append(
             {
                 "client_id": c.client_id,
@@ -163,30 +177,43 @@ def to_payload(bench: Benchmark) -> dict[str, Any]:
                 "modality": c.modality,
                 "train": train,
                 "test": test,
+                "val": val,
             }
         )
     return {"name": bench.name, "public": public, "clients": clients}
 
 
 def generator_args(
-    seed: int, image_size: int, public_size: int, train_sizes: dict[str, int], test_size: int
+    seed: int,
+    image_size: int,
+    public_size: int,
+    train_sizes: dict[str, int],
+    test_size: int,
+    val_size: int = 0,
 ) -> dict[str, Any]:
     """The checked arguments that shape a generated benchmark (its cache key's content).
+
+    ``val_size`` enters the key only when positive, so a benchmark without a validation
+    split keeps the cache key it had before validation splits existed.
 
     Raises:
         ValueError: For a negative seed or size, or images smaller than 16 pixels.
     """
-    if min(seed, public_size, test_size, *train_sizes.values()) < 0 or image_size < 16:
+    if min(seed, public_size, test_size, val_size, *train_sizes.values()) < 0 or image_size < 16:
         raise ValueError(
-            "seed and benchmark sizes must be non-negative and benchmark.image_size at least 16"
+            "seed and benchmark sizes (val_size too) must be non-negative and "
+            "benchmark.image_size at least 16"
         )
-    return {
+    args = {
         "seed": int(seed),
         "image_size": int(image_size),
         "public_size": int(public_size),
         "train_sizes": train_sizes,
         "test_size": int(test_size),
     }
+    if val_size > 0:
+        args["val_size"] = int(val_size)
+    return args
 
 
 def no_options() -> dict[str, Any]:
@@ -226,6 +253,7 @@ class Generator:
         train_sizes: Mapping[str, int] | None = None,
         test_size: int = 100,
         partition: dict[str, Any] | None = None,
+        val_size: int = 0,
         **options: Any,
     ) -> Any:
         """Load the benchmark from its cache, generating (and caching) it when needed.
@@ -240,6 +268,8 @@ class Generator:
                 key wins; task keys without a client of that task are ignored); the others
                 take :attr:`default_sizes`.
             test_size: Test samples per client.
+            val_size: Validation samples per client, drawn from streams of their own (the
+                train and test samples do not change with it); what searches score.
             partition: Optional re-partition of the clients (``fedmllm.data.partition``
                 fields), e.g. ``{scheme: iid, sources: [report], num_clients: 4,
                 report_styles: [structured, narrative, terse]}`` for four report hospitals
@@ -252,7 +282,10 @@ class Generator:
         recorded = self.options(**options)
         pairs = [(p.client_id, p.task) for p in self.clients(recorded)]
         sizes = resolve_sizes(train_sizes, pairs, self.default_sizes)
-        args = {**generator_args(seed, image_size, public_size, sizes, test_size), **recorded}
+        args = {
+            **generator_args(seed, image_size, public_size, sizes, test_size, val_size),
+            **recorded,
+        }
         bench = cache.load_or_build(
             cache_dir,
             self.name,
@@ -276,7 +309,12 @@ class Generator:
 
         clients = [
             ClientData(
-                c["client_id"], c["task"], c["modality"], decode(c["train"]), decode(c["test"])
+                c["client_id"],
+                c["task"],
+                c["modality"],
+                decode(c["train"]),
+                decode(c["test"]),
+                decode(c.get("val", [])),
             )
             for c in payload["clients"]
         ]

@@ -187,26 +187,32 @@ class LocalTrainer:
         received: AdapterState,
         extras: AdapterState | None = None,
         write_path: Path | None = None,
+        split: str = "test",
     ) -> dict[str, float]:
-        """Score the client's personalised model (``received`` + its private tensors)."""
+        """Score the client's personalised model (``received`` + its private tensors) on its
+        ``split`` (``test``, or ``val`` for searches)."""
         self.method.eval()
         try:
             self.load(client.client_id, received, extras)
-            return self.score(client, write_path)
+            return self.score(client, write_path, split)
         finally:
             self.method.train()
 
-    def score(self, client: Any, write_path: Path | None = None) -> dict[str, float]:
-        """Generate for ``client``'s test split with the loaded model and score it."""
+    def score(
+        self, client: Any, write_path: Path | None = None, split: str = "test"
+    ) -> dict[str, float]:
+        """Generate for ``client``'s ``split`` (``test`` or ``val``) with the loaded model and
+        score it."""
+        samples = getattr(client, split)
         preds = generate_all(
             self.method,
             self.engine.gen_collator,
-            client.test,
+            samples,
             self.cfg.eval_batch_size,
             max_new_tokens_for(self.cfg.max_new_tokens, client.task),
         )
         metrics = self.metric_plan.collection(client.client_id, client.task)
-        scores, per_sample = score_predictions(metrics, preds, client.test)
+        scores, per_sample = score_predictions(metrics, preds, samples)
         if write_path is not None:
-            write_predictions(write_path, client.test, preds, per_sample, client.client_id)
+            write_predictions(write_path, samples, preds, per_sample, client.client_id)
         return scores

@@ -45,3 +45,4 @@ class Client:
     task: str
     train: Sequence[Any]
     test: Sequence[Any]
+    val: Sequence[Any] = ()

@@ -212,14 +212,19 @@ class Simulator:
         else:
             self.swap_in(model_id)
 
-    def evaluate(self, write_dir: Path | None = None) -> dict[str, dict[str, float]]:
-        """Score each evaluation client's personalised model on its own test split."""
+    def evaluate(
+        self, write_dir: Path | None = None, split: str = "test"
+    ) -> dict[str, dict[str, float]]:
+        """Score each evaluation client's personalised model on its own ``split`` (``test``;
+        ``val`` for searches: clients without validation samples are left out)."""
         scores: dict[str, dict[str, float]] = {}
         for client in self.eval_clients:
             cid = client.client_id
+            if split != "test" and not getattr(client, split, None):
+                continue
             path = None if write_dir is None else write_dir / f"{cid}.jsonl"
             received = self.server.received(cid)
-            scores[cid] = self.trainer.evaluate(client, received, self.server.extras(), path)
+            scores[cid] = self.trainer.evaluate(client, received, self.server.extras(), path, split)
         return scores
 
     def evaluate_model(

@@ -61,9 +61,9 @@ def text_sample(
     return sample
 
 
-def text_client(seed: int, train_size: int, test_size: int) -> ClientData:
+def text_client(seed: int, train_size: int, test_size: int, val_size: int = 0) -> ClientData:
     """The text-only hospital (its scenes are drawn at 32 pixels whatever the image clients')."""
-    return generate_client(text_sample, TEXT_PLAN, seed, (train_size, test_size), 32)
+    return generate_client(text_sample, TEXT_PLAN, seed, (train_size, test_size, val_size), 32)
 
 
 def load_crossmodal_text_synth(
@@ -73,6 +73,7 @@ def load_crossmodal_text_synth(
     test_size: int = 100,
     modalities: list[str] | tuple[str, ...] = (*MODALITIES, TEXT),
     partition: dict[str, Any] | None = None,
+    val_size: int = 0,
     **images: Any,
 ) -> SynthBenchmark:
     """``crossmodal_synth``'s image clients plus the text-only client.
@@ -86,6 +87,7 @@ def load_crossmodal_text_synth(
         modalities: Client modalities; ``text`` is the text-only client, the others are
             imaging modalities (at least one).
         partition: Optional re-partition of the image clients; the text client is kept whole.
+        val_size: Validation samples per client (streams of their own; see ``synthetic``).
         **images: The image clients' ``image_size`` and ``public_size`` (the public split is
             ``fedmed_synth``'s), as ``load_crossmodal_synth`` takes them.
 
@@ -105,10 +107,11 @@ def load_crossmodal_text_synth(
         train_sizes={m: sizes[m] for m in image_mods},
         test_size=test_size,
         partition=partition,
+        val_size=val_size,
         modalities=image_mods,
         **images,
     )
     clients = list(bench.clients)
     if TEXT in mods:
-        clients.append(text_client(int(seed), sizes[TEXT], int(test_size)))
+        clients.append(text_client(int(seed), sizes[TEXT], int(test_size), int(val_size)))
     return replace(bench, name=NAME, clients=clients)
