@@ -141,3 +141,32 @@ def test_two_runs_of_one_arm_and_seed_are_refused_and_cli_prints(tmp_path: Path,
     write(tmp_path, "f2", "fedavg", 0, {"a": 0.3})
     assert claims.main([str(tmp_path)]) == 2
     assert "several runs for seed 0" in capsys.readouterr().err
+
+
+def test_split_claims_without_any_arm_are_reported_once(fedmed: Path) -> None:
+    stage = [v for v in claims.check_all(collect([fedmed])) if v.claim.text.startswith("II-stage")]
+    assert len(stage) == 1 and stage[0].summary == "not measured: no run of simultaneous"
+
+
+def test_stage_claim_is_checked_per_server_rule(tmp_path: Path) -> None:
+    # FedAvg rule: 0.5 ≥ 0.4 ≥ 0.3 holds; ridge rule: reverse 0.6 above simultaneous 0.4 fails.
+    scores = {"fedavg": (0.5, 0.4, 0.3), "ridge": (0.5, 0.4, 0.6)}
+    for rule, values in scores.items():
+        for mode, v in zip(("two_stage", "simultaneous", "reverse"), values, strict=True):
+            cfg = {"method": {"stage_schedule": {"mode": mode}}}
+            write(
+                tmp_path,
+                f"{rule}_{mode}",
+                "m",
+                0,
+                {"a": v},
+                aggregator={"aggregator": rule},
+                config=cfg,
+            )
+    stage = [
+        v for v in claims.check_all(collect([tmp_path])) if v.claim.text.startswith("II-stage")
+    ]
+    assert [(v.setting.split("=")[-1], v.summary) for v in stage] == [
+        ("fedavg)", "holds in 1/1 seeds"),
+        ("ridge)", "does not hold (0/1 seeds)"),
+    ]

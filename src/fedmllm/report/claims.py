@@ -237,10 +237,14 @@ def check_all(runs: Iterable[Run], claims: Sequence[Claim] = CLAIMS) -> list[Ver
                 groups.setdefault(tuple(flat.get(k) for k in claim.split_by), []).append(
                     (run, flat)
                 )
+            found = []
             for key, group in sorted(groups.items(), key=lambda kv: str(kv[0])):
                 extra = ", ".join(f"{k}={v}" for k, v in zip(claim.split_by, key, strict=True))
                 where = f"{bench} (partition {scheme}{', ' + extra if extra else ''})"
-                verdicts.append(check_claim(claim, group, where))
+                found.append(check_claim(claim, group, where))
+            if claim.split_by and all(v.missing for v in found):  # nothing to split: say it once
+                found = [check_claim(claim, members, f"{bench} (partition {scheme})")]
+            verdicts.extend(found)
     return verdicts
 
 
@@ -263,8 +267,9 @@ def format_verdicts(verdicts: Sequence[Verdict]) -> str:
             diffs = ", ".join(f"s{s} {100 * d:+.2f}" for s, d in sorted(o.diffs.items()))
             mean = sum(o.diffs.values()) / len(o.diffs)
             lines.append(
-                f"    {o.low} {_pct(o.low_mean)} {sign} {o.high} {_pct(o.high_mean)}; "
-                f"{o.high} − {o.low}{unit} per seed: {diffs} (mean {100 * mean:+.2f})"
+                f"    claim {o.low} {sign} {o.high}: means {o.low} {_pct(o.low_mean)}, "
+                f"{o.high} {_pct(o.high_mean)}; {o.high} − {o.low}{unit} per seed: {diffs} "
+                f"(mean {100 * mean:+.2f})"
             )
     return "\n".join(lines).lstrip("\n")
 
