@@ -1,8 +1,11 @@
-"""SecAgg+ on Flower (run config ``secagg=1``) and attacks on Flower nodes.
+"""SecAgg+ on Flower (run config ``secagg=1``) and attacks on Flower nodes, on in-process nodes
+(``LocalGrid``: real Flower messages, mods and ClientApps, no Ray); the same on a local
+SuperLink with three SuperNodes (slow).
 
 - The global adapter after SecAgg+ equals plain FedAvg's (the in-process simulator's, which
-  ``test_flower_simulation`` shows is bit-for-bit Flower's plain path) within SecAgg+'s
-  quantisation error, computed from Flower's own quantisation parameters.
+  ``test_flower_apps`` shows is bit-for-bit Flower's plain path) within SecAgg+'s
+  quantisation error, computed from Flower's own quantisation parameters; no reply carries
+  a tensor in the clear.
 - Rules that need each client's update are refused before any round, in one sentence.
 - An attacking client on a Flower node sends what it sends in the simulator.
 """
@@ -15,24 +18,47 @@ import pytest
 import torch
 
 pytest.importorskip("flwr")
-pytest.importorskip("ray")
 
-from flower_helpers import flower_run_config  # noqa: E402
+from flower_helpers import flower_run_config, fresh_runtimes  # noqa: E402, F401
+from flwr.app import ArrayRecord, Message  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from fedmllm.aggregators import FedAdam, FedAvg, Krum, NormBoundedMean  # noqa: E402
+from fedmllm.deploy.flower.client_app import make_client_app  # noqa: E402
+from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
 from fedmllm.deploy.flower.secagg import check_secagg  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
-from fedmllm.deploy.flower.simulation import run_simulation  # noqa: E402
 from fedmllm.train import run  # noqa: E402
 
 COMMON = ("threads=1", "federation.eval_every=0", "compare_with=null")
+N_TRAIN = [8, 8, 8]  # debug=smoke: 8 training samples for each of fedmed_synth's 3 clients
 
 
-def flower_global(cache_dir: Path, out: Path, *extra: str, **options) -> dict:
+def flower_global(cache_dir: Path, out: Path, *extra: str, replies=None, **options) -> dict:
+    """Run fedmed_fedavg (smoke) on three in-process Flower nodes; the final global adapter.
+    ``replies``: a list that collects every reply the server pulls."""
     cfg = flower_run_config(cache_dir, out, "fedmed_fedavg", *COMMON, *extra, **options)
-    run_simulation(cfg, num_cpus=1)
+    nodes = [{"partition-id": i, "state-dir": str(out / "nodes")} for i in range(3)]
+    grid = LocalGrid(make_client_app(cfg), nodes, cfg)
+    if replies is not None:
+        pull = grid.pull_messages
+
+        def spy(ids):
+            got = list(pull(ids))
+            replies.extend(got)
+            return got
+
+        grid.pull_messages = spy
+    run_server(grid, cfg)
     return load_file(out / "flower" / GLOBAL_ADAPTER)
+
+
+def quantisation_bound(n: list[int], clip=8.0, levels=2**22, max_weight=1000.0) -> float:
+    """Flower's SecAgg+ (flwr.common.secure_aggregation.quantization) maps (n_k / W)·x_k from
+    [-c, c] onto Q integer levels with stochastic rounding: an error below one level, 2c/Q,
+    per client and entry. The server divides the unmasked sum by Σ n_k / W, so each entry of
+    the mean is off by less than K · (2c/Q) · W / Σ n_k."""
+    return len(n) * (2 * clip / levels) * max_weight / sum(n)
 
 
 def simulator_global(make_cfg, *extra: str) -> dict:
@@ -41,18 +67,20 @@ def simulator_global(make_cfg, *extra: str) -> dict:
 
 
 def test_secagg_equals_fedavg_within_quantisation_error(make_cfg, cache_dir, tmp_path):
-    secure = flower_global(cache_dir, tmp_path, secagg=1)  # debug=smoke: one round
+    replies: list[Message] = []
+    secure = flower_global(cache_dir, tmp_path, secagg=1, replies=replies)  # one round
     plain = simulator_global(make_cfg)
     assert secure.keys() == plain.keys()
-    # Flower's SecAgg+ (flwr.common.secure_aggregation.quantization) maps (n_k / W)·x_k from
-    # [-c, c] onto Q integer levels with stochastic rounding: an error below one level, 2c/Q,
-    # per client and entry. The server divides the unmasked sum by Σ n_k / W, so each entry
-    # of the mean is off by less than K · (2c/Q) · W / Σ n_k (W = 1000, c = 8, Q = 2^22).
-    n = [8, 8, 8]  # debug=smoke: 8 training samples for each of the 3 clients
-    bound = len(n) * (2 * 8.0 / 2**22) * 1000.0 / sum(n)
     worst = max((secure[k] - plain[k]).abs().max().item() for k in plain)
-    assert 0 < worst <= bound, (worst, bound)  # quantised (not bit-equal) but within the bound
+    bound = quantisation_bound(N_TRAIN)
+    assert 0 < worst <= bound, (worst, bound)  # quantised (not bit-equal), within the bound
     assert any(v.abs().sum() > 0 for k, v in plain.items() if "lora_B" in k)  # it trained
+    # The four SecAgg+ stages ran on every node, and no train reply carried a tensor.
+    train = [r for r in replies if r.metadata.message_type == "train"]
+    assert len(train) == 4 * 3
+    for reply in train:
+        arrays = [v for v in reply.content.values() if isinstance(v, ArrayRecord)]
+        assert all(len(a) == 0 for a in arrays)
 
 
 def test_secagg_refuses_rules_that_need_each_update(make_cfg, cache_dir, tmp_path):
@@ -78,7 +106,6 @@ class _NoGrid:
     run = type("R", (), {"run_id": 0})()
 
 
-@pytest.mark.slow
 def test_attacker_on_a_flower_node_sends_what_it_sends_in_the_simulator(
     make_cfg, cache_dir, tmp_path
 ):
