@@ -12,6 +12,7 @@ SuperLink with three SuperNodes (slow).
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,29 @@ def test_attacker_on_a_flower_node_sends_what_it_sends_in_the_simulator(
     for k, v in sim.items():
         assert torch.equal(flower[k], v.contiguous()), k
     assert any(not torch.equal(sim[k], clean[k]) for k in sim)  # the attack changed something
+
+
+@pytest.mark.slow
+def test_secagg_on_a_superlink_with_three_supernodes(make_cfg, cache_dir, tmp_path):
+    """The same check on a real local deployment (``flwr run``, insecure, 127.0.0.1)."""
+    from test_flower_deployment import Federation, deploy_overrides
+
+    fed = Federation(cache_dir, tmp_path)
+    out = tmp_path / "run"
+    try:
+        fed.start()
+        fed.submit(
+            deploy_overrides("fedmed_fedavg", cache_dir, tmp_path, out, rounds=1),
+            "secagg=1 round-timeout=120.0 node-wait=120.0",
+        )
+        fed.wait_for_results(out, "the SecAgg+ run did not finish")
+    finally:
+        stray = fed.shut_down()
+    fed.assert_nothing_left(stray)
+    secure = load_file(out / GLOBAL_ADAPTER)
+    plain = simulator_global(make_cfg)
+    worst = max((secure[k] - plain[k]).abs().max().item() for k in plain)
+    assert 0 < worst <= quantisation_bound(N_TRAIN), worst
+    results = json.loads((out / "results.json").read_text())
+    assert results["deploy"]["mode"] == "deployment"
+    assert [h.get("secagg") for h in results["history"] if "aggregated" in h] == [True]
