@@ -25,8 +25,10 @@ from flwr.app import ArrayRecord, Message  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from fedmllm.aggregators import FedAdam, FedAvg, Krum, NormBoundedMean  # noqa: E402
-from fedmllm.deploy.flower.client_app import make_client_app  # noqa: E402
+from fedmllm.deploy.flower import node as node_module  # noqa: E402
+from fedmllm.deploy.flower.client_app import UPDATE, make_client_app  # noqa: E402
 from fedmllm.deploy.flower.local_grid import LocalGrid  # noqa: E402
+from fedmllm.deploy.flower.records import get_state  # noqa: E402
 from fedmllm.deploy.flower.secagg import check_secagg  # noqa: E402
 from fedmllm.deploy.flower.server_app import GLOBAL_ADAPTER, run_server  # noqa: E402
 from fedmllm.train import run  # noqa: E402
@@ -35,10 +37,12 @@ COMMON = ("threads=1", "federation.eval_every=0", "compare_with=null")
 N_TRAIN = [8, 8, 8]  # debug=smoke: 8 training samples for each of fedmed_synth's 3 clients
 
 
-def flower_global(cache_dir: Path, out: Path, *extra: str, replies=None, **options) -> dict:
-    """Run fedmed_fedavg (smoke) on three in-process Flower nodes; the final global adapter.
+def flower_global(
+    cache_dir: Path, out: Path, *extra: str, replies=None, experiment="fedmed_fedavg", **options
+) -> dict:
+    """Run ``experiment`` (smoke) on three in-process Flower nodes; the final global adapter.
     ``replies``: a list that collects every reply the server pulls."""
-    cfg = flower_run_config(cache_dir, out, "fedmed_fedavg", *COMMON, *extra, **options)
+    cfg = flower_run_config(cache_dir, out, experiment, *COMMON, *extra, **options)
     nodes = [{"partition-id": i, "state-dir": str(out / "nodes")} for i in range(3)]
     grid = LocalGrid(make_client_app(cfg), nodes, cfg)
     if replies is not None:
@@ -94,6 +98,32 @@ def test_secagg_refuses_rules_that_need_each_update(make_cfg, cache_dir, tmp_pat
     cfg = flower_run_config(cache_dir, tmp_path, "fedmed_fedavg", "aggregator=median", secagg=1)
     with pytest.raises(ValueError, match="aggregator=median needs each client's update"):
         run_server(_NoGrid(), cfg)
+
+
+@pytest.mark.parametrize(
+    ("extra", "options"),
+    [(("attack=sign_flip",), {}), ((), {"secagg": 1})],
+    ids=["attack", "secagg"],
+)
+def test_private_tensors_never_leave_a_node_under_attack_or_secagg(
+    cache_dir, tmp_path, extra, options
+):
+    """The existing check (test_flower_apps) under the new options: an attacking client sends
+    only (tampered) shared tensors, a SecAgg+ client no tensor in the clear at all."""
+    replies: list[Message] = []
+    flower_global(cache_dir, tmp_path, *extra, replies=replies, experiment="fedmed_mole", **options)
+    runtime = next(iter(node_module._RUNTIMES.values()))
+    train = [r for r in replies if r.metadata.message_type == "train"]
+    assert train
+    for reply in train:
+        sent = {k for v in reply.content.values() if isinstance(v, ArrayRecord) for k in v}
+        if options:
+            assert sent == set()
+            continue
+        cid = str(reply.content["config"]["client-id"])
+        private, _ = runtime.trainer.store.get(cid)
+        assert private and sent and not sent & set(private)
+        assert sent == set(get_state(reply.content, UPDATE))
 
 
 class _Method:
