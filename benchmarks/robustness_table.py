@@ -2,8 +2,8 @@
 
 Reads every ``results.json`` under LOG_DIR, groups them by (rule, distance, attack) and prints,
 per rule, the Avg score (mean ± sample std over the seeds found, with their count) clean and
-under each attack, and the points lost. ``--honest`` averages over the clients that did not
-attack instead of all of them.
+under each attack, and the points lost. ``--honest`` leaves the attacking client (the first
+one, attack.clients=1) out of every run's average, the clean runs' included.
 
     python benchmarks/robustness_table.py logs/robustness
 """
@@ -21,13 +21,11 @@ RULE_ORDER = ("fedavg", "median", "trimmed_mean", "krum", "multikrum", "norm_bou
 
 
 def score(results: dict, honest: bool) -> float:
-    """The run's Avg main metric in points, over all clients or over the honest ones."""
-    attack = results["config"].get("attack") or {}
-    k = int(attack.get("clients", 0)) if attack.get("name", "none") != "none" else 0
+    """The run's Avg main metric in points, over all clients or without the first one (the
+    attacker of attack.clients=1, left out of clean runs too so the columns compare)."""
     if not honest:
         return 100 * results["avg"]
-    skip = set(list(results["clients"])[:k])  # the first k clients attack (attack.clients=k)
-    ids = [c for c in results["clients"] if c not in skip] if k else list(results["clients"])
+    ids = list(results["clients"])[1:]
     mains = [results["clients"][c]["scores"][results["clients"][c]["main_metric"]] for c in ids]
     return 100 * sum(mains) / len(mains)
 

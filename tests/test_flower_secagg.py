@@ -161,7 +161,8 @@ def test_secagg_on_a_superlink_with_three_supernodes(make_cfg, cache_dir, tmp_pa
             deploy_overrides("fedmed_fedavg", cache_dir, tmp_path, out, rounds=1),
             "secagg=1 round-timeout=120.0 node-wait=120.0",
         )
-        fed.wait_for_results(out, "the SecAgg+ run did not finish")
+        # six ClientApp processes per node (hello, four SecAgg+ stages, evaluation)
+        fed.wait_for_results(out, "the SecAgg+ run did not finish", timeout=900)
     finally:
         stray = fed.shut_down()
     fed.assert_nothing_left(stray)
