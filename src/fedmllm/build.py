@@ -22,6 +22,7 @@ from fedmllm import compat
 from fedmllm.config_check import check_clients_per_round, validate_config
 from fedmllm.configs import CONFIG_DIR
 from fedmllm.federation import FederationConfig, Simulator
+from fedmllm.federation.attacks import Attack
 from fedmllm.federation.config import Client
 from fedmllm.utils.threads import resolve_threads
 
@@ -116,11 +117,15 @@ def build_components(cfg: DictConfig) -> Components:
     fed_cfg = FederationConfig(
         **OmegaConf.to_container(cfg.federation, resolve=True), seed=cfg.seed
     )
+    fed_cfg.attack = (
+        dict(OmegaConf.to_container(cfg.attack, resolve=True) or {}) if cfg.get("attack") else {}
+    )
     # A benchmark may choose its clients' metrics (client id or task -> names); config wins.
     chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
     fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
     train_clients, eval_clients = _clients(benchmark, method.pooled)
     _bind_federation(method, aggregator, [c.client_id for c in train_clients])
+    Attack.from_config(fed_cfg.attack).attackers([c.client_id for c in train_clients])
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
     return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)

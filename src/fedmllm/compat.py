@@ -33,6 +33,9 @@ FRLORA = "frlora"
 """FRLoRA: principal-component initialisation (method) with the rule's base refresh."""
 FEDLEASE = "fedlease"
 """FedLEASE: warm-up, server clustering and per-cluster experts."""
+SUM_ONLY = "sum_only"
+"""The rule needs only the clients' weighted sum (FedAvg, server optimisers), so it works under
+secure aggregation; robust rules need individual updates and do not provide it."""
 
 DESCRIBE = {
     SHARES: "sends some adapter tensors",
@@ -44,6 +47,7 @@ DESCRIBE = {
     SCAFFOLD: "exchanges SCAFFOLD control variates",
     FRLORA: "pairs FRLoRA's principal-component initialisation with its base refresh",
     FEDLEASE: "runs FedLEASE's warm-up, clustering and cluster experts",
+    SUM_ONLY: "aggregates from the clients' weighted sum alone (secure aggregation)",
 }
 
 

@@ -6,9 +6,25 @@ from fedmllm.aggregators.fedavg import FedAvg, NoAggregation
 from fedmllm.aggregators.fedopt import FedAdagrad, FedAdam, FedOpt, FedYogi
 from fedmllm.aggregators.flexlora import FlexLoRA
 from fedmllm.aggregators.ridge import FedA2LoRA
+from fedmllm.aggregators.robust import (
+    Bulyan,
+    CoordinateMedian,
+    Krum,
+    MultiKrum,
+    NormBoundedMean,
+    RobustRule,
+    TrimmedMean,
+)
 
 __all__ = [
     "Aggregator",
+    "Bulyan",
+    "CoordinateMedian",
+    "Krum",
+    "MultiKrum",
+    "NormBoundedMean",
+    "RobustRule",
+    "TrimmedMean",
     "FRLoRA",
     "FedA2LoRA",
     "FedAdagrad",

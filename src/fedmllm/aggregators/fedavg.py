@@ -25,7 +25,7 @@ class FedAvg(Aggregator):
     name = "fedavg"
     display_name = "FedAvg"
     report_group = "Global"
-    provides = frozenset({compat.MIXED_RANKS})
+    provides = frozenset({compat.MIXED_RANKS, compat.SUM_ONLY})
 
     def combine(
         self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int

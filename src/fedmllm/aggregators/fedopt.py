@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from fedmllm import compat
 from fedmllm.aggregators.base import Aggregator
 from fedmllm.aggregators.functional import (
     client_weights,
@@ -47,6 +48,7 @@ class FedOpt(Aggregator):
     """
 
     name = "fedopt"
+    provides = frozenset({compat.SUM_ONLY})  # Δ needs only the weighted mean
     rule = "adam"
     hyperparameters = ("eta", "beta_1", "beta_2", "tau", "bias_correction")
     defaults: ClassVar[dict[str, Any]] = {

@@ -18,8 +18,9 @@ from typing import Any
 
 import torch
 
+from fedmllm.federation.attacks import MODEL_ATTACKS, Attack
 from fedmllm.federation.client_store import ClientStore
-from fedmllm.federation.config import FederationConfig
+from fedmllm.federation.config import Client, FederationConfig
 from fedmllm.federation.evaluation import (
     MetricPlan,
     generate_all,
@@ -28,7 +29,7 @@ from fedmllm.federation.evaluation import (
     write_predictions,
 )
 from fedmllm.federation.sampling import batch_indices, cosine_lr, local_seed
-from fedmllm.federation.wire import to_wire, wire_dtype
+from fedmllm.federation.wire import from_wire, to_wire, wire_dtype
 from fedmllm.metrics import trivial_prediction
 from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
@@ -83,6 +84,7 @@ class LocalTrainer:
         self._fresh_optimizer = self.optimizer.state_dict()
         self.initial_state = method.adapter_state()
         self.metric_plan = MetricPlan(config.metrics, config.metric_options)
+        self.attack = Attack.from_config(config.attack)
 
     # ----------------------------------------------------------------- loading
     def load(
@@ -130,6 +132,7 @@ class LocalTrainer:
             The update to send and the down-link bytes it cost.
         """
         self.method.begin_round(round_idx, self.cfg.rounds)
+        client = self.attacked_data(client, client_idx)
         opt_state = self.load(client.client_id, received, extras)
         persisted = opt_state is not None and self.cfg.persist_optimizer
         self.optimizer.load_state_dict(opt_state if persisted else self._fresh_optimizer)
@@ -152,12 +155,36 @@ class LocalTrainer:
         shared = {k: state[k] for k in self.method.shared_keys(state)}
         private = {k: state[k] for k in self.method.private_keys(state)}
         self.store.put(client.client_id, private, self.optimizer.state_dict())
+        shared = self.attacked_update(client.client_id, client_idx, round_idx, shared, received)
         wire = wire_dtype(self.cfg.wire_dtype)  # what leaves the client, at the wire's width
         extras = to_wire(self.method.client_extras(), wire)
         update = ClientUpdate(
             client.client_id, to_wire(shared, wire), len(client.train), metrics, extras
         )
         return LocalResult(update, self.needed_bytes(received))
+
+    # ----------------------------------------------------------------- attacks
+    def attacked_data(self, client: Any, client_idx: int) -> Any:
+        """The client as it trains: with wrong answers if it is a ``label_flip`` attacker."""
+        if self.attack.name != "label_flip" or not self.attack.hits(client.client_id, client_idx):
+            return client
+        poisoned = self.attack.poison_data(client.train)
+        return Client(client.client_id, client.task, poisoned, client.test)
+
+    def attacked_update(
+        self,
+        client_id: str,
+        client_idx: int,
+        round_idx: int,
+        shared: AdapterState,
+        received: AdapterState,
+    ) -> AdapterState:
+        """What a model-poisoning attacker sends instead of ``shared`` (fedmllm.federation.
+        attacks); runs before any privacy step and the wire encoding."""
+        if self.attack.name not in MODEL_ATTACKS or not self.attack.hits(client_id, client_idx):
+            return shared
+        seed = local_seed(self.cfg.seed, round_idx, client_idx) + 1
+        return self.attack.tamper(shared, from_wire(received), seed)
 
     def needed_bytes(self, received: AdapterState) -> int:
         """Bytes of ``received`` the client just trained needed.

@@ -34,6 +34,8 @@ class FederationConfig:
     drift: bool = True
     drift_pairwise_max: int = 16
     wire_dtype: str = "float32"
+    attack: dict[str, Any] = field(default_factory=dict)
+    """The run's ``attack/`` config node (``fedmllm.federation.attacks``); empty: none."""
     seed: int = 0
 
 

@@ -24,6 +24,7 @@ from flwr.clientapp import ClientApp
 from fedmllm.deploy.flower.config import CONFIG_DIR_KEY, OVERRIDES_KEY, split_overrides
 from fedmllm.deploy.flower.node import NodeRuntime, NodeSettings, runtime_for
 from fedmllm.deploy.flower.records import get_base_deltas, get_state, put_state
+from fedmllm.deploy.flower.secagg import is_secagg, secagg_mod, secagg_reply, weight_of
 
 log = logging.getLogger(__name__)
 
@@ -135,8 +136,12 @@ class ClientHandlers:
         )
         update = result.update
         content = RecordDict()
-        put_state(content, UPDATE, update.state)
-        put_state(content, EXTRAS, update.extras)
+        if is_secagg(msg):  # only the masked sum of n_k·x_k leaves (secaggplus_mod masks it)
+            weight = weight_of(runtime.c.aggregator, update.num_examples)
+            secagg_reply(content, update.state, weight, _numbers(update.metrics))
+        else:
+            put_state(content, UPDATE, update.state)
+            put_state(content, EXTRAS, update.extras)
         metrics = {NUM_EXAMPLES: update.num_examples, DOWN_BYTES: result.down_bytes}
         content[METRICS] = MetricRecord({**metrics, **_numbers(update.metrics, "train/")})
         content[CONFIG] = ConfigRecord({CLIENT_ID: client.client_id, BASE_ROUND: base_round})
@@ -165,7 +170,7 @@ class ClientHandlers:
 def make_client_app(defaults: dict[str, Any] | None = None) -> ClientApp:
     """A ClientApp whose handlers read ``defaults`` where the run config is silent."""
     handlers = ClientHandlers(defaults)
-    app = ClientApp()
+    app = ClientApp(mods=[secagg_mod])  # SecAgg+ messages only (run config secagg=1)
     app.query()(handlers.hello)
     app.train()(handlers.train)
     app.evaluate()(handlers.evaluate)

@@ -69,6 +69,10 @@ class FlowerOptions:
         min_nodes: Clients that must be connected before the first round (0: all).
         node_wait: Seconds to wait for them.
         eval_timeout: Seconds an evaluation waits for the nodes' scores.
+        secagg: 1: aggregate through Flower's SecAgg+ (the server sees only the sum;
+            ``fedmllm.deploy.flower.secagg``); 0: plain updates.
+        secagg_clip: SecAgg+'s clipping range of ``(n_k / max_weight) · x_k``.
+        secagg_max_weight: SecAgg+'s largest client weight n_k.
     """
 
     min_replies: float = 0
@@ -76,6 +80,9 @@ class FlowerOptions:
     min_nodes: int = 0
     node_wait: float = 600.0
     eval_timeout: float = 3600.0
+    secagg: float = 0.0
+    secagg_clip: float = 8.0
+    secagg_max_weight: float = 1000.0
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FlowerOptions:

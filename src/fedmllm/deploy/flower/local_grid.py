@@ -9,6 +9,7 @@ per-process node runtime is dropped first), which is what a deployment's ClientA
 
 from __future__ import annotations
 
+import copy
 import traceback
 from collections.abc import Iterable
 from typing import Any
@@ -118,6 +119,9 @@ class LocalGrid(Grid):
         if self.fresh_process:
             node_module.drop_runtimes()
         self.handled.append(msg)
+        msg = copy.deepcopy(
+            msg
+        )  # each node gets its own copy, as off the wire (SecAgg+'s mod edits it)
         try:
             reply = self.client_app(msg, self.contexts[node])
         except Exception as e:  # as a SuperNode does: the server gets an error reply

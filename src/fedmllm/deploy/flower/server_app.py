@@ -36,6 +36,7 @@ from fedmllm.deploy.flower.resume import (
     restore_server,
     save_server_checkpoint,
 )
+from fedmllm.deploy.flower.secagg import SecureAggregation, check_secagg
 from fedmllm.deploy.flower.strategy import FedMLLMStrategy, Shareable
 from fedmllm.federation.server_round import RoundServer, build_round_server
 from fedmllm.run_files import RESULTS_FILE, build_results, save_run_config
@@ -95,6 +96,8 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
     run_dir = Path(cfg.paths.output_dir)
     save_run_config(cfg, run_dir)
     c = build_components(cfg)
+    if options.secagg:
+        check_secagg(c.aggregator, c.method)  # before any round: robust rules are refused
     server, initial = make_round_server(c)
     fed = c.federation
     strategy = FedMLLMStrategy(
@@ -108,6 +111,10 @@ def run_server(grid: Grid, run_config: Mapping[str, Any]) -> dict[str, Any]:
         fed.drift_pairwise_max,
         base=BaseSync(c.method),
     )
+    if options.secagg:
+        strategy.secure = SecureAggregation(
+            options.secagg_clip, options.secagg_max_weight, timeout=options.round_timeout
+        )
     resume = str(run_config.get(RESUME_KEY) or "")
     strategy.state_run = str(grid.run.run_id)
     if resume:

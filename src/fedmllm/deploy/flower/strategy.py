@@ -35,6 +35,7 @@ from fedmllm.deploy.flower.config import FlowerOptions
 from fedmllm.deploy.flower.directory import NodeDirectory, NodeInfo
 from fedmllm.deploy.flower.records import Shapes, put_base_deltas, put_state, to_record
 from fedmllm.deploy.flower.replies import parse_scores, parse_train_reply
+from fedmllm.deploy.flower.secagg import secure_round
 from fedmllm.deploy.flower.transport import exchange, match_replies
 from fedmllm.federation.ledger import Ledger
 from fedmllm.federation.server_round import RoundServer
@@ -94,6 +95,7 @@ class FedMLLMStrategy(Strategy):
         self.completed = 0  # rounds done (a resumed run starts after its checkpoint's)
         self.state_run: str | None = None  # sent to the nodes: whose state dirs they use
         self.on_round_end: Callable[[int], None] | None = None  # e.g. write a checkpoint
+        self.secure: Any = None  # a secagg.SecureAggregation: train rounds through SecAgg+
 
     # ----------------------------------------------------------------- nodes
     @property
@@ -309,8 +311,11 @@ class FedMLLMStrategy(Strategy):
             t0 = time.perf_counter()
             self.discover(grid, wait=False)  # a restarted SuperNode rejoins under a new id
             sent = self.configure_train(server_round, ArrayRecord(), ConfigRecord(), grid)
-            replies = exchange(grid, list(sent), self.options.round_timeout)
-            _, metrics = self.aggregate_train(server_round, replies)
+            if self.secure is not None:  # the server learns only the weighted sum
+                metrics = MetricRecord(secure_round(self, grid, server_round))
+            else:
+                replies = exchange(grid, list(sent), self.options.round_timeout)
+                _, metrics = self.aggregate_train(server_round, replies)
             self.ledger.end_round(time.perf_counter() - t0)
             server_stats = {k: v for k, v in (metrics or {}).items() if k.startswith("server/")}
             if server_stats:  # the rule's own scalars (FedA²-LoRA's conditioning, ...)
