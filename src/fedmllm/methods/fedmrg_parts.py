@@ -155,7 +155,7 @@ def insert_tokens(
     """
     ids, mask = batch["input_ids"], batch["attention_mask"]
     labels = batch.get("labels")
-    rows_ids, rows_mask, rows_lab = [], [], []
+    rows_ids, rows_lab = [], []
     for i in range(ids.shape[0]):
         keep = mask[i].bool()
         row, tokens = ids[i][keep], torch.tensor(extra[i], dtype=ids.dtype, device=ids.device)
