@@ -118,6 +118,15 @@ def test_private_adapter_never_leaves_and_the_exchange_is_low_rank(make_cfg):
         private, _ = sim.store.get(update.client_id)
         assert any("local_lora_B" in k and t.abs().sum() > 0 for k, t in private.items())
         assert any(k.endswith("mix_logit") for k in private)
+    # bytes on the wire, from layer shapes: every exchanged pair at rank k, plus the head
+    k = method.exchange_rank
+    pairs = sum(k * (m.in_features + m.out_features) * 4 for m in method._exchanged_layers())
+    head = method.head
+    head_bytes = 4 * (head.head.weight.numel() + head.head.bias.numel() + head.prototypes.numel())
+    for update in sim.last_updates:
+        assert (
+            sum(t.numel() * t.element_size() for t in update.state.values()) == pairs + head_bytes
+        )
     # what the server sends back holds no private tensor either
     assert not any("local_lora_" in k or "mix_logit" in k for k in sim.global_state)
 
