@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     from fedmllm.data.synthmed.mrg import MRGBenchmark
 
     encoder = tiny_bert(args.encoder, MRGBenchmark("x", [], []).vocabulary())
-    print("| method | seeds | clinical F1 | kind F1 | BLEU-4 | ROUGE-L | BERTScore F* | KiB/round | wall s |")
+    head = ("method", "seeds", "clinical F1", "kind F1", "BLEU-4", "ROUGE-L", "BERTScore F*")
+    print("| " + " | ".join((*head, "KiB/round", "wall s")) + " |")
     print("|---|---|---|---|---|---|---|---|---|")
     for exp in ORDER:
         runs = sorted(args.logs.glob(f"{exp}_s*/runs/*/results.json"))
