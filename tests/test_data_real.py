@@ -232,3 +232,24 @@ def test_a_slice_of_a_volume_reaches_the_model_as_an_image(data_dir: Path) -> No
     pixels = image_to_tensor(sample.image, 32)
     assert pixels.shape == (3, 32, 32) and float(pixels.std()) > 0.1  # not a blank slice
     assert np.isfinite(pixels.numpy()).all()
+
+
+def test_mrg_mimic_splits_mimic_cxr_into_disjoint_view_sites(data_dir: Path) -> None:
+    # Prepare: the fixture's train studies: 0 (PA, AP, lateral), 1 (AP, lateral), 2 (lateral),
+    # 3 (PA, AP, lateral); test study 5 has PA, AP and lateral images.
+    # Execute
+    bench = _bench(
+        "mrg_mimic",
+        data_dir,
+        "benchmark.train_sizes={report:2}",
+        "benchmark.test_size=1",
+        "benchmark.public_size=0",
+        "benchmark.partition.min_train=1",
+        "benchmark.partition.min_test=0",
+    )
+    # Assert: PA site gets PA studies, AP site the AP-only one, lateral site the lateral-only one
+    by_id = {c.client_id: c for c in bench.clients}
+    assert _ids(by_id["pa"].train) == {"mimic_cxr/s50000000", "mimic_cxr/s50000003"}
+    assert _ids(by_id["ap"].train) == {"mimic_cxr/s50000001"}
+    assert _ids(by_id["lateral"].train) == {"mimic_cxr/s50000002"}
+    assert all(c.task == "report" for c in bench.clients)

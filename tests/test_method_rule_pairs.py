@@ -37,6 +37,7 @@ FITS = {
     "fedprox": PLAIN | PAIRS | BASE,
     "feddpa": PLAIN | PAIRS | BASE,  # its global pair is a LoRA pair on the linear layer
     "lora_2stage": PLAIN | PAIRS | BASE,
+    "fedmrg": PLAIN | PAIRS | BASE,  # encoder + generic decoder pairs; head averaged
     "mole": PLAIN | PAIRS | BASE,  # shared expert + plain LoRA travel
     "mole_v1": PLAIN | PAIRS | BASE,
     "mole_m3": PLAIN | PAIRS | BASE,  # + routers: unpaired tensors, averaged

@@ -248,3 +248,23 @@ def test_missing_files_name_the_path_and_the_docs(tmp_path: Path, call, expected
     message = str(info.value)
     assert expected in message and str(tmp_path / "nowhere") in message
     assert "docs/data.md" in message
+
+
+def test_mimic_cxr_views_make_sites(root: Path) -> None:
+    # Prepare: study 0 has PA, AP and LATERAL images; 1 AP and LATERAL; 2 LATERAL only.
+    base = rf.mimic_cxr(root)
+    # Execute
+    ap = read_mimic_cxr(base, "train", views=["AP"])
+    lateral = read_mimic_cxr(base, "train", views=["lateral"])
+    ap_only = read_mimic_cxr(base, "train", views=["AP"], exclude_views=["PA"])
+    lateral_only = read_mimic_cxr(base, "train", views=["LATERAL"], exclude_views=["PA", "AP"])
+    # Assert: each site gets the studies that have its view, with that view's image
+    assert [Path(s.image).name for s in ap] == ["d0ap.jpg", "d1ap.jpg", "d3ap.jpg"]
+    assert [Path(s.image).name for s in ap_only] == ["d1ap.jpg"]  # study 1 has no PA image
+    assert [Path(s.image).name for s in lateral_only] == ["d2lat.jpg"]
+    assert [Path(s.image).name for s in lateral] == [
+        "d0lat.jpg",
+        "d1lat.jpg",
+        "d2lat.jpg",
+        "d3lat.jpg",
+    ]

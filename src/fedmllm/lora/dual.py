@@ -76,3 +76,28 @@ class DualLoRALinear(LoRALinear):
     def extra_repr(self) -> str:
         """Shown by ``print(model)``."""
         return f"{super().extra_repr()}, dual=True"
+
+
+class GatedDualLoRALinear(DualLoRALinear):
+    """A dual layer whose mix is learned: ``w = sigmoid(mix_logit)`` (FedMRG's decoder).
+
+    ``mix_logit`` is a private scalar parameter per layer; setting :attr:`mix` to a float or a
+    tensor overrides it (``None``, the default, uses the gate).
+
+    Args:
+        base_layer, *args, **kwargs: As :class:`DualLoRALinear`.
+        mix_init: The initial ``w`` (0.5: both adapters weigh the same).
+    """
+
+    def __init__(
+        self, base_layer: nn.Linear, *args: Any, mix_init: float = 0.5, **kwargs: Any
+    ) -> None:
+        super().__init__(base_layer, *args, **kwargs)
+        logit = torch.logit(torch.tensor(float(mix_init)).clamp(1e-4, 1 - 1e-4))
+        self.mix_logit = nn.Parameter(logit.to(self.lora_A.weight.dtype))
+        self.mix: float | torch.Tensor | None = None  # type: ignore[assignment]
+
+    def _row_weights(self, x: torch.Tensor) -> torch.Tensor | float:
+        if self.mix is None:
+            return torch.sigmoid(self.mix_logit).to(x.dtype)
+        return super()._row_weights(x)

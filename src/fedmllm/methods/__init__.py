@@ -5,6 +5,7 @@ from fedmllm.methods.base import AdapterMethod
 from fedmllm.methods.factor_share import FedSALoRAMethod, FFALoRAMethod
 from fedmllm.methods.feddpa import FedDPAMethod
 from fedmllm.methods.fedlease import FedLEASEMethod
+from fedmllm.methods.fedmrg import FedMRGMethod
 from fedmllm.methods.frlora import FRLoRAMethod
 from fedmllm.methods.full_ft import FullFineTuneMethod
 from fedmllm.methods.lora_module import LoRAMethod
@@ -18,6 +19,7 @@ __all__ = [
     "FRLoRAMethod",
     "FedDPAMethod",
     "FedLEASEMethod",
+    "FedMRGMethod",
     "FedSALoRAMethod",
     "FullFineTuneMethod",
     "LoRAMethod",

@@ -16,6 +16,7 @@ from torchmetrics import MetricCollection
 from fedmllm.metrics.base import TextMetric
 from fedmllm.metrics.bleu import Bleu
 from fedmllm.metrics.box import BoxIoU
+from fedmllm.metrics.clinical import CLINICAL_KEYS, ClinicalEfficacy
 from fedmllm.metrics.exact_match import ExactMatch
 from fedmllm.metrics.rouge import Rouge
 from fedmllm.metrics.vqa import ClosedEnded, OpenRecall, TokenAccuracy
@@ -64,6 +65,7 @@ METRICS: dict[str, MetricSpec] = {
     ),
     "rouge": MetricSpec(Rouge, ("rouge1", "rouge2", "rougeL")),
     "box": MetricSpec(BoxIoU, ("iou", "hit50", "unparsable")),
+    "clinical": MetricSpec(ClinicalEfficacy, CLINICAL_KEYS),
     "bertscore": MetricSpec(
         _bertscore, ("bertscore_p", "bertscore_r", "bertscore_f"), expensive=True
     ),

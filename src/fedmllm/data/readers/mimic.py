@@ -81,7 +81,12 @@ def _study_dir(root: Path, subject: str, study: str) -> Path:
 
 
 def read_mimic_cxr(
-    root: str | Path, split: str = "train", section: str = "findings", image_ext: str = ".jpg"
+    root: str | Path,
+    split: str = "train",
+    section: str = "findings",
+    image_ext: str = ".jpg",
+    views: list[str] | tuple[str, ...] | None = None,
+    exclude_views: list[str] | tuple[str, ...] = (),
 ) -> list[Sample]:
     """MIMIC-CXR-JPG studies of one split as report-generation samples.
 
@@ -90,6 +95,11 @@ def read_mimic_cxr(
         split: ``train``, ``val`` or ``test`` (the CSV's ``validate`` is ``val``).
         section: Target section (see :func:`report_target`).
         image_ext: ``.jpg`` (MIMIC-CXR-JPG) or ``.dcm`` (MIMIC-CXR DICOM).
+        views: ``ViewPosition`` values a study's image may have, in order of preference
+            (None: the frontal views, PA then AP). ``[AP]`` keeps the studies with an AP image:
+            a site variable for the multi-site report benchmark (``benchmark=mrg_mimic``).
+        exclude_views: Leave out studies with an image of any of these views (``[PA]`` with
+            ``views=[AP]``: the AP-only, portable studies), so view sites are disjoint.
     """
     root = Path(root)
     if split not in _SPLITS:
@@ -100,6 +110,8 @@ def read_mimic_cxr(
     require_columns(meta_rows, ("dicom_id", "ViewPosition"), root / METADATA_CSV)
     expect(root / "files", "mimic_cxr", "files folder")
     view = {r["dicom_id"]: r["ViewPosition"].upper() for r in meta_rows}
+    wanted = tuple(v.upper() for v in views) if views else _FRONTAL
+    unwanted = {v.upper() for v in exclude_views}
     studies: dict[tuple[str, str], list[str]] = {}
     for r in split_rows:
         if r["split"] == _SPLITS[split]:
@@ -107,9 +119,9 @@ def read_mimic_cxr(
     samples, no_view, no_text = [], 0, 0
     for (subject, study), dicoms in sorted(studies.items()):
         frontal = sorted(
-            (d for d in dicoms if view.get(d) in _FRONTAL), key=lambda d: view[d] != "PA"
+            (d for d in dicoms if view.get(d) in wanted), key=lambda d: wanted.index(view[d])
         )
-        if not frontal:
+        if not frontal or any(view.get(d) in unwanted for d in dicoms):
             no_view += 1
             continue
         folder = _study_dir(root, subject, study)
@@ -126,8 +138,8 @@ def read_mimic_cxr(
         samples.append(Sample(image, "xray", REPORT_PROMPT, target, "report", meta=meta))
     if no_view or no_text:
         log.info(
-            "mimic_cxr/%s: left out %d studies without a frontal view and %d without a %s "
-            "section (or report file)",
+            "mimic_cxr/%s: left out %d studies without a wanted view (or with an excluded "
+            "one) and %d without a %s section (or report file)",
             split,
             no_view,
             no_text,
