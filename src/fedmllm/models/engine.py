@@ -19,6 +19,11 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fedmllm.data.collate import VLMCollator
 from fedmllm.data.collate_audio import AUDIO_TOKEN, AudioVLMCollator
 from fedmllm.data.schema import Sample
+from fedmllm.models.audio_llava import (
+    AudioLlavaForConditionalGeneration,
+    TinyAudioConfig,
+    audio_llava_config,
+)
 from fedmllm.models.pretrain import (
     CacheError,
     PretrainConfig,
@@ -27,11 +32,6 @@ from fedmllm.models.pretrain import (
     load_cached,
     pretrain,
     save_cached,
-)
-from fedmllm.models.audio_llava import (
-    AudioLlavaForConditionalGeneration,
-    TinyAudioConfig,
-    audio_llava_config,
 )
 from fedmllm.models.templates import PromptTemplate, get_template
 from fedmllm.models.tiny_vlm import (
