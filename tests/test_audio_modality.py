@@ -300,3 +300,18 @@ def test_audio_config_errors_name_the_option():
     with pytest.raises(ValueError, match="unknown model.audio keys"):
         TinyAudioConfig.from_dict({"hiden": 3})
     assert math.isclose(TinyAudioConfig().features().num_tokens, 16)
+
+
+def test_inspect_grid_shows_a_spectrogram_with_low_tones_low_and_high_tones_high():
+    from fedmllm.data.inspect import CELL, _thumbnail
+
+    def brightest_row(freq: float) -> int:
+        s = Sample(None, "audio", "q?", "a", "vqa", "open", audio=_tone(freq))
+        pixels = np.asarray(_thumbnail(s)).astype(float)
+        return int(pixels[..., 0].mean(axis=1).argmax())  # red channel = loudness
+
+    assert brightest_row(300.0) > CELL * 0.6  # near the bottom
+    assert brightest_row(3000.0) < CELL * 0.3  # near the top
+    both = Sample(np.zeros((32, 32, 3), np.uint8), "ct", "q?", "a", "vqa", "open", audio=_tone(800))
+    pixels = np.asarray(_thumbnail(both))
+    assert not pixels[: CELL // 2].any() and pixels[-CELL // 4 :].any()  # image, strip below

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -140,3 +141,20 @@ class AudioFeatures:
     def batch(self, clips: list[np.ndarray | str | Path]) -> torch.Tensor:
         """``B x mel_bins x num_frames`` features of a batch of clips."""
         return torch.stack([self.log_mel(c) for c in clips])
+
+
+def spectrogram_image(audio: np.ndarray | str | Path, width: int, height: int) -> Any:
+    """An RGB PIL picture of a clip's log-mel spectrogram (time left to right, low
+    frequencies at the bottom, loud = bright yellow, quiet = dark blue), for inspection grids.
+
+    File clips are read at the default features' rate (8 kHz): enough to see tones and speech.
+    """
+    from PIL import Image
+
+    mel = AudioFeatures().log_mel(audio).numpy()
+    lo, hi = float(mel.min()), float(mel.max())
+    level = (mel - lo) / (hi - lo) if hi > lo else np.zeros_like(mel)
+    level = level[::-1]  # row 0 = highest band
+    rgb = np.stack([level, level**0.5 * 0.9, 0.5 * (1.0 - level)], axis=-1)
+    pixels = (rgb * 255).astype(np.uint8)
+    return Image.fromarray(pixels, mode="RGB").resize((width, height), Image.Resampling.NEAREST)
