@@ -152,3 +152,10 @@ def _check_image_mix(client: ClientData) -> None:
             f"{len(samples) - with_image} text-only samples; put text-only records in a client "
             "of their own (mixed batches are not supported)"
         )
+    with_audio = sum(getattr(s, "audio", None) is not None for s in samples)
+    if 0 < with_audio < len(samples):
+        raise ValueError(
+            f"client {client.client_id!r} mixes {with_audio} samples with audio and "
+            f"{len(samples) - with_audio} without; put them in separate clients (mixed batches "
+            "are not supported)"
+        )

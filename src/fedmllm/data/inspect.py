@@ -52,18 +52,34 @@ def stats_table(bench: Any) -> Table:
     return table
 
 
+def _error_cell(err: Exception) -> Image.Image:
+    cell = Image.new("RGB", (CELL, CELL), (120, 0, 0))
+    ImageDraw.Draw(cell).text((4, 4), str(err)[:40], fill=(255, 255, 255))
+    return cell
+
+
 def _thumbnail(sample: Any) -> Image.Image:
+    """The image; a sample with sound shows its spectrogram (the whole cell without an
+    image, the bottom quarter under one)."""
+    from fedmllm.data.audio import spectrogram_image
     from fedmllm.data.collate import load_image
 
+    audio = getattr(sample, "audio", None)
     if sample.image is None:
-        return Image.new("RGB", (CELL, CELL), (60, 60, 60))
-    try:
-        img = load_image(sample.image)
-    except (OSError, ValueError) as err:  # show the problem in the grid, do not stop
-        cell = Image.new("RGB", (CELL, CELL), (120, 0, 0))
-        ImageDraw.Draw(cell).text((4, 4), str(err)[:40], fill=(255, 255, 255))
+        cell = Image.new("RGB", (CELL, CELL), (60, 60, 60))
+    else:
+        try:
+            cell = load_image(sample.image).resize((CELL, CELL), Image.Resampling.NEAREST)
+        except (OSError, ValueError) as err:  # show the problem in the grid, do not stop
+            return _error_cell(err)
+    if audio is None:
         return cell
-    return img.resize((CELL, CELL), Image.Resampling.NEAREST)
+    try:
+        strip = CELL if sample.image is None else CELL // 4
+        cell.paste(spectrogram_image(audio, CELL, strip), (0, CELL - strip))
+    except (OSError, ValueError) as err:
+        return _error_cell(err)
+    return cell
 
 
 def example_grid(bench: Any, per_client: int = 4) -> Image.Image:

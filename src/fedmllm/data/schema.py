@@ -26,6 +26,8 @@ class Sample:
         answer_type: ``"closed"`` (yes/no) or ``"open"`` for VQA; ``None`` otherwise.
         box: Normalised ``(x1, y1, x2, y2)`` in [0, 1] for detection samples.
         meta: Free-form provenance (scene id, sub-style, source dataset, ...).
+        audio: A mono float waveform (at the audio collator's sample rate) or a path to a
+            sound file (WAV/FLAC) for a sample that carries sound; ``None`` otherwise.
     """
 
     image: np.ndarray | str | Path | None
@@ -36,6 +38,7 @@ class Sample:
     answer_type: str | None = None
     box: tuple[float, float, float, float] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    audio: np.ndarray | str | Path | None = None
 
 
 @dataclass

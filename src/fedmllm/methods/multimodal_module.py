@@ -21,7 +21,10 @@ from fedmllm.lora.modules_to_save import wrap_modules_to_save
 from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.stage_schedule import (
     ALL_GROUPS,
+    AUDIO,
+    IMAGE,
     IMAGE_SIDE,
+    LLM,
     STAGE_I,
     STAGE_II,
     GroupPatterns,
@@ -45,7 +48,13 @@ class MultimodalLoRAMethod(LoRAMethod):
         projector_module_filter: Regex selecting the projector's modules.
         stage_schedule: ``{mode, tau, switch_round_frac}`` (see ``StageSchedule``); None
             trains every group at every step.
-        group_patterns: ``{encoder, projector}`` regexes that place parameters in groups.
+        group_patterns: ``{encoder, projector, audio}`` regexes that place parameters in
+            groups (``audio``: which encoder/projector names serve the audio input).
+        send_unreached: Send every adapter tensor, also those the client's data never
+            reached (their global values, untouched), so that every client sends the same
+            keys and FedAvg or FedA² over *all* clients applies in a mixed-modality
+            federation (an untouched copy then pulls a tensor toward its old value by the
+            client's weight). False: send what the data reached (``expert_aware`` needed).
         name: The method's name in logs and results.
         **lora_args: :class:`LoRAMethod`'s (rank, alpha, dropout, rsLoRA, ``share``: ``"all"``
             sends what the client's data reached, ``"none"`` nothing; and the base's).
@@ -64,6 +73,7 @@ class MultimodalLoRAMethod(LoRAMethod):
         stage_schedule: dict[str, Any] | StageSchedule | None = None,
         group_patterns: dict[str, str] | None = None,
         name: str = "lora_2stage",
+        send_unreached: bool = False,
         **lora_args: Any,
     ) -> None:
         super().__init__(engine, list(target_modules), name=name, **lora_args)
@@ -80,6 +90,7 @@ class MultimodalLoRAMethod(LoRAMethod):
         self.schedule = StageSchedule.from_config(stage_schedule)
         self._check_schedule()
         self._reached: set[str] | None = None  # None: before any local update, all is sent
+        self.send_unreached = bool(send_unreached)
 
     def _inject_encoder(self, targets: list[str], module_filter: str | None) -> list[str]:
         """Put the vision-encoder adapters in (plain LoRA)."""
@@ -108,13 +119,13 @@ class MultimodalLoRAMethod(LoRAMethod):
         return self.patterns.group_of(key)
 
     def was_reached(self, key: str) -> bool:
-        """Whether the last local update's data reached the group of ``key`` (everything
-        before the first local update)."""
-        return self._reached is None or self.group_of(key) in self._reached
+        """Whether the last local update's data reached the side of ``key`` (``llm``,
+        ``image`` or ``audio``; everything before the first local update)."""
+        return self._reached is None or self.patterns.side_of(key) in self._reached
 
     def sends(self, key: str) -> bool:
         """What the client's data reached, unless nothing is shared."""
-        return self.share != "none" and self.was_reached(key)
+        return self.share != "none" and (self.send_unreached or self.was_reached(key))
 
     def keeps(self, key: str) -> bool:
         """Everything under ``share="none"``; else nothing (unreached tensors are dropped and
@@ -123,7 +134,7 @@ class MultimodalLoRAMethod(LoRAMethod):
 
     def received_keys(self, global_keys: list[str]) -> list[str]:
         """The global tensors the last-trained client needed (for down-link accounting)."""
-        return [k for k in global_keys if self.was_reached(k)]
+        return [k for k in global_keys if self.send_unreached or self.was_reached(k)]
 
     # ------------------------------------------------------------------ local update
     def trainable_groups(
@@ -135,12 +146,16 @@ class MultimodalLoRAMethod(LoRAMethod):
         return self.schedule.active(step, num_steps, round_idx, num_rounds)
 
     def groups_reached(self, batch: dict[str, Any]) -> frozenset[str]:
-        """All groups for an image batch, the LLM side only for a text-only one (recorded:
-        it decides what the client sends)."""
-        reach = ALL_GROUPS if "pixel_values" in batch else ALL_GROUPS - IMAGE_SIDE
+        """All groups for a batch with an image or a sound, the LLM side only for a text-only
+        one. The sides reached (``image`` from ``pixel_values``, ``audio`` from
+        ``input_features``, always ``llm``) are recorded: they decide what the client sends."""
+        sides = {LLM}
+        sides |= {IMAGE} if "pixel_values" in batch else set()
+        sides |= {AUDIO} if "input_features" in batch else set()
+        reach = ALL_GROUPS if len(sides) > 1 else ALL_GROUPS - IMAGE_SIDE
         reach = reach & self.present_groups
         assert self._reached is not None
-        self._reached |= reach
+        self._reached |= sides
         return reach
 
     def begin_local(self, num_steps: int) -> None:

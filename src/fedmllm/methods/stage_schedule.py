@@ -23,6 +23,8 @@ ALL_GROUPS = frozenset(GROUPS)
 IMAGE_SIDE = STAGE_I
 """Groups a text-only batch can never reach (there is no image to encode or project)."""
 MODES = ("two_stage", "simultaneous", "reverse", "by_round")
+IMAGE, AUDIO = "image", "audio"
+"""The encoder-side parts of ``GroupPatterns.side_of`` (the third is ``llm``)."""
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,21 @@ class GroupPatterns:
 
     The defaults match LLaVA module names (``vision_tower``, ``multi_modal_projector``);
     other families set their own (e.g. Idefics3 ``vision_model`` and ``connector``).
+    ``audio`` picks, among encoder and projector names, those of the audio side (a model
+    that hears: ``audio_tower``, ``audio_projector``); the rest of that side is the image side.
+    It splits what a batch reaches (an audio batch never reaches the vision tower), not the
+    stages: stage I trains both encoders and both projectors.
     """
 
     encoder: str = r"vision_tower"
     projector: str = r"multi_modal_projector"
+    audio: str = r"audio_tower|audio_projector"
+
+    def side_of(self, name: str) -> str:
+        """``llm``, ``image`` or ``audio``: which input a parameter serves."""
+        if self.group_of(name) == LLM:
+            return LLM
+        return AUDIO if re.search(self.audio, name) else IMAGE
 
     def group_of(self, name: str) -> str:
         """``encoder``, ``projector`` or ``llm`` for a parameter (or state key) name."""

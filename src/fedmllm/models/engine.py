@@ -17,7 +17,13 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fedmllm.data.collate import VLMCollator
+from fedmllm.data.collate_audio import AUDIO_TOKEN, AudioVLMCollator
 from fedmllm.data.schema import Sample
+from fedmllm.models.audio_llava import (
+    AudioLlavaForConditionalGeneration,
+    TinyAudioConfig,
+    audio_llava_config,
+)
 from fedmllm.models.pretrain import (
     CacheError,
     PretrainConfig,
@@ -28,7 +34,12 @@ from fedmllm.models.pretrain import (
     save_cached,
 )
 from fedmllm.models.templates import PromptTemplate, get_template
-from fedmllm.models.tiny_vlm import TinyVLMConfig, build_tiny_llava, count_parameters
+from fedmllm.models.tiny_vlm import (
+    TinyVLMConfig,
+    build_tiny_llava,
+    count_parameters,
+    llava_config,
+)
 from fedmllm.models.tokenizer import build_word_tokenizer, decode_text
 
 log = logging.getLogger(__name__)
@@ -117,8 +128,11 @@ def _cache_key(
     template: PromptTemplate,
     vocabulary: Sequence[str],
     public: Sequence[Sample],
+    audio: TinyAudioConfig | None = None,
 ) -> dict[str, Any]:
+    extra = {"audio": audio.to_dict()} if audio is not None else {}
     return {
+        **extra,
         "format": CACHE_FORMAT,
         "model": cfg.to_dict(),
         "vocabulary": list(vocabulary),
@@ -133,6 +147,38 @@ def _cache_key(
     }
 
 
+def _collator(
+    cfg: TinyVLMConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    template: PromptTemplate,
+    audio: TinyAudioConfig | None,
+    mode: str,
+) -> VLMCollator:
+    """The tiny model's collator (with audio tokens and features when it hears)."""
+    args = (tokenizer, template, cfg.num_image_tokens, cfg.image_size)
+    kwargs: dict[str, Any] = {"mode": mode}
+    if mode == "train":
+        kwargs["max_length"] = cfg.max_position_embeddings
+    if audio is None:
+        return VLMCollator(*args, **kwargs)
+    return AudioVLMCollator(*args, features=audio.features(), **kwargs)
+
+
+def _build_model(
+    cfg: TinyVLMConfig, tokenizer: PreTrainedTokenizerBase, audio: TinyAudioConfig | None
+) -> PreTrainedModel:
+    """The tiny LLaVA, or the tiny LLaVA with an audio tower (same generation settings)."""
+    model = build_tiny_llava(cfg, tokenizer)
+    if audio is None:
+        return model
+    audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
+    hearing = AudioLlavaForConditionalGeneration(
+        audio_llava_config(llava_config(cfg, tokenizer), audio, audio_id)
+    )
+    hearing.generation_config = model.generation_config
+    return hearing.eval()
+
+
 def _train_model(
     cfg: TinyVLMConfig,
     pcfg: PretrainConfig,
@@ -140,21 +186,16 @@ def _train_model(
     template: PromptTemplate,
     public: Sequence[Sample],
     progress: bool,
+    audio: TinyAudioConfig | None = None,
 ) -> tuple[PreTrainedModel, dict[str, Any]]:
     """A seeded model, pretrained when ``pcfg.steps > 0``; also returns loss and wall time."""
     with torch.random.fork_rng(devices=[]):
         # Seed the initialisation without disturbing the caller's RNG stream.
         torch.manual_seed(pcfg.seed)
-        model = build_tiny_llava(cfg, tokenizer)
+        model = _build_model(cfg, tokenizer, audio)
         if pcfg.steps == 0:
             return model, {}
-        collator = VLMCollator(
-            tokenizer,
-            template,
-            cfg.num_image_tokens,
-            cfg.image_size,
-            max_length=cfg.max_position_embeddings,
-        )
+        collator = _collator(cfg, tokenizer, template, audio, "train")
         result = pretrain(model, collator, list(public), pcfg, progress=progress)
     stats = {"final_loss": result.final_loss, "wall_s": result.wall_s}
     return model, {**stats, "losses": result.losses[:: max(1, pcfg.steps // 200)]}
@@ -168,6 +209,8 @@ def build_tiny_vlm(
     pretrain: dict[str, Any] | PretrainConfig | None = None,
     family: str = "llava",
     progress: bool = True,
+    audio: dict[str, Any] | TinyAudioConfig | None = None,
+    modules: dict[str, Any] | None = None,
 ) -> Engine:
     """Build the tiny LLaVA engine, pretrained on ``public`` and cached, or loaded from cache.
 
@@ -184,6 +227,10 @@ def build_tiny_vlm(
         pretrain: Pretraining hyper-parameters (``PretrainConfig`` fields).
         family: Prompt template family.
         progress: Show the pretraining progress bar.
+        audio: The audio side (``TinyAudioConfig`` fields) for a model that also hears
+            (``model=tiny_avlm``); ``None`` builds the plain tiny LLaVA.
+        modules: Module-name regexes the method configs read (``model.modules.*``); the
+            builder itself does not need them.
 
     Returns:
         The engine, its base model frozen and in eval mode; ``engine.info["from_cache"]`` says
@@ -194,6 +241,7 @@ def build_tiny_vlm(
             split; the message names the options that fix it.
     """
     cfg = TinyVLMConfig.from_dict(config)
+    acfg = TinyAudioConfig.from_dict(audio) if audio is not None else None
     pcfg = PretrainConfig.from_dict(pretrain)
     if pcfg.steps > 0 and not public:
         raise ValueError(
@@ -205,23 +253,26 @@ def build_tiny_vlm(
         )
     template = get_template(family)
     tokenizer = build_word_tokenizer(list(vocabulary), _tokenizer_texts(template, public))
+    if acfg is not None:
+        tokenizer.add_special_tokens({"additional_special_tokens": [AUDIO_TOKEN]})
     info: dict[str, Any] = {"from_cache": False, "cache_path": None, "steps": pcfg.steps}
     model = None
     if pcfg.steps > 0:
-        key = _cache_key(cfg, pcfg, template, vocabulary, public)
+        key = _cache_key(cfg, pcfg, template, vocabulary, public, acfg)
         digest = cache_hash(key)
         path = Path(cache_dir) / "models" / f"tiny_vlm-{digest}"
         info["cache_path"] = str(path)
         if path.exists():
             try:
-                model, tokenizer, manifest = load_cached(path, digest)
+                model_class = AudioLlavaForConditionalGeneration if acfg else None
+                model, tokenizer, manifest = load_cached(path, digest, model_class)
                 info.update(from_cache=True, final_loss=manifest.get("final_loss"))
                 info["pretrain_wall_s"] = manifest.get("wall_s")
                 log.info("pretrained tiny model loaded from the cache %s", path)
             except CacheError as exc:
                 log.warning("cached tiny model unusable, rebuilding: %s", exc)
     if model is None:
-        model, stats = _train_model(cfg, pcfg, tokenizer, template, public, progress)
+        model, stats = _train_model(cfg, pcfg, tokenizer, template, public, progress, acfg)
         if pcfg.steps > 0:
             info.update(final_loss=stats["final_loss"], pretrain_wall_s=stats["wall_s"])
             save_cached(path, model, tokenizer, {"hash": digest, "key": key, **stats})
@@ -230,16 +281,8 @@ def build_tiny_vlm(
         model=model.eval(),
         tokenizer=tokenizer,
         template=template,
-        collator=VLMCollator(
-            tokenizer,
-            template,
-            cfg.num_image_tokens,
-            cfg.image_size,
-            max_length=cfg.max_position_embeddings,
-        ),
-        gen_collator=VLMCollator(
-            tokenizer, template, cfg.num_image_tokens, cfg.image_size, mode="generate"
-        ),
+        collator=_collator(cfg, tokenizer, template, acfg, "train"),
+        gen_collator=_collator(cfg, tokenizer, template, acfg, "generate"),
         image_size=cfg.image_size,
         num_image_tokens=cfg.num_image_tokens,
         family=family,

@@ -90,15 +90,15 @@ def lr_multiplier(step: int, cfg: PretrainConfig) -> float:
 def batch_indices(
     samples: Sequence[Sample], batch_size: int, generator: torch.Generator
 ) -> Iterator[list[int]]:
-    """Endless shuffled batches of indices; image and text-only samples never share a batch.
+    """Endless shuffled batches of indices; a batch holds one kind (image / text / audio / both).
 
     Each epoch shuffles each pool, cuts it into batches (the last one may be short), and
     shuffles the order of the batches.
     """
-    pools = [
-        [i for i, s in enumerate(samples) if s.image is not None],
-        [i for i, s in enumerate(samples) if s.image is None],
-    ]
+    # Pools by (image?, audio?): without audio, exactly the image / text-only pools.
+    kinds = [(s.image is not None, getattr(s, "audio", None) is not None) for s in samples]
+    order = [(True, False), (False, False), (False, True), (True, True)]
+    pools = [[i for i, k in enumerate(kinds) if k == kind] for kind in order]
     pools = [p for p in pools if p]
     if not pools:
         raise ValueError("cannot pretrain on an empty sample list")
@@ -194,6 +194,11 @@ def data_fingerprint(samples: Sequence[Sample]) -> str:
             h.update(Path(s.image).read_bytes())
         else:
             h.update(b"<no image>")
+        audio = getattr(s, "audio", None)
+        if isinstance(audio, np.ndarray):  # (no bytes for audio-free samples: old hashes hold)
+            h.update(b"<audio>" + np.ascontiguousarray(audio).tobytes())
+        elif audio is not None:
+            h.update(b"<audio>" + Path(audio).read_bytes())
     return h.hexdigest()
 
 
@@ -219,9 +224,9 @@ def _sha256(path: Path) -> str:
 
 
 def load_cached(
-    directory: Path, expected_hash: str
+    directory: Path, expected_hash: str, model_class: type | None = None
 ) -> tuple[LlavaForConditionalGeneration, PreTrainedTokenizerFast, dict]:
-    """Load a cached model, tokeniser and manifest.
+    """Load a cached model (of ``model_class``, default LLaVA), tokeniser and manifest.
 
     Raises:
         CacheError: Naming the problem: no manifest, a hash mismatch, a file whose checksum
@@ -239,7 +244,7 @@ def load_cached(
             if _sha256(directory / name) != digest:
                 raise CacheError(f"{directory / name}: checksum differs from the manifest")
         with _quiet_hf():
-            model = LlavaForConditionalGeneration.from_pretrained(directory)
+            model = (model_class or LlavaForConditionalGeneration).from_pretrained(directory)
             tokenizer = PreTrainedTokenizerFast.from_pretrained(directory)
     except CacheError:
         raise
