@@ -3,6 +3,8 @@ quality measures (docs/modality.md, "Cross-modal translation")."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -55,15 +57,24 @@ def test_server_averages_translators_by_scores_and_discriminators_by_holders(mon
     """The global translator after a round is Σ_k w_k·G_k with w_k = n_k·q_k / Σ n_j·q_j (the
     scores the clients reported), and D_m the sample-weighted mean of the holders of m."""
     seen: list[tuple[dict, dict, float | None]] = []
-    real_score = federated.quality_score
+    local_discs: list[dict] = []
+    real_score, real_update = federated.quality_score, federated.local_update
 
-    def spy(gen, own_discs, items, limit=64):
+    def clone(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {k: v.clone() for k, v in module.state_dict().items()}
+
+    def update_spy(gen, discs, received, items, cfg, rng):
+        out = real_update(gen, discs, received, items, cfg, rng)
+        local_discs.append({m: clone(d) for m, d in discs.items()})
+        return out
+
+    def score_spy(gen, own_discs, items, limit=64):
         q = real_score(gen, own_discs, items, limit)
-        discs = {m: {k: v.clone() for k, v in d.state_dict().items()} for m, d in own_discs.items()}
-        seen.append(({k: v.clone() for k, v in gen.state_dict().items()}, discs, q))
+        seen.append((clone(gen), local_discs[-1], q))
         return q
 
-    monkeypatch.setattr(federated, "quality_score", spy)
+    monkeypatch.setattr(federated, "local_update", update_spy)
+    monkeypatch.setattr(federated, "quality_score", score_spy)
     clients = {
         "a": _items("ct", 6, 0, ("mri",)),
         "b": _items("ct", 2, 1, ("mri",)),
@@ -72,45 +83,51 @@ def test_server_averages_translators_by_scores_and_discriminators_by_holders(mon
     cfg = TranslationConfig(rounds=1, local_steps=2, batch_size=4, score_floor=0.05)
     result = train_translation(clients, ["ct", "mri"], cfg, seed=0)
     sizes = [6, 2, 4]
-    raw = [n * min(1.0, max(0.05, q)) for n, (_g, _d, q) in zip(sizes, seen)]
+    raw = [n * min(1.0, max(0.05, q)) for n, (_g, _d, q) in zip(sizes, seen, strict=True)]
     expected_w = [r / sum(raw) for r in raw]
     assert list(result.history[0]["weights"].values()) == pytest.approx(expected_w)
     assert len({round(w, 6) for w in expected_w}) == 3  # the scores did differ
     final = result.translator.state_dict()
     for key, value in final.items():
-        mix = sum(w * g[key] for w, (g, _d, _q) in zip(expected_w, seen))
+        mix = sum(w * g[key] for w, (g, _d, _q) in zip(expected_w, seen, strict=True))
         torch.testing.assert_close(value, mix, rtol=1e-5, atol=1e-6)
-    # Discriminators: ct over a and b by their ct images (6 and 2), mri = c's.
+    # Discriminators, weighted by the images each client showed them: a (6 images, batch 4,
+    # min(2 steps, ceil(2·6/4) = 3) = 2 steps) shows D_ct 2·(4 real + 4 backward) = 16 and
+    # D_mri 2·4 forward = 8; b (2 images, min(2, ceil(4/4)) = 1 step of 2) D_ct 4, D_mri 2;
+    # c (4 images, 2 steps of 4) D_mri 16, D_ct 8.
+    fed = result.history[0]["disc_images"]
+    assert fed == {"a": {"ct": 16, "mri": 8}, "b": {"ct": 4, "mri": 2}, "c": {"mri": 16, "ct": 8}}
     discs = federated_discs(result)
-    for key in seen[0][1]["ct"]:
-        mix = (6 * seen[0][1]["ct"][key] + 2 * seen[1][1]["ct"][key]) / 8
-        torch.testing.assert_close(discs["ct"][key], mix, rtol=1e-5, atol=1e-6)
-        torch.testing.assert_close(discs["mri"][key], seen[2][1]["mri"][key])
+    for m, n in {"ct": (16, 4, 8), "mri": (8, 2, 16)}.items():
+        for key, value in discs[m].items():
+            mix = sum(nk * d[m][key] for nk, (_g, d, _q) in zip(n, seen, strict=True)) / sum(n)
+            torch.testing.assert_close(value, mix, rtol=1e-5, atol=1e-6)
 
 
 def federated_discs(result) -> dict[str, dict[str, torch.Tensor]]:
     return {m: d.state_dict() for m, d in result.discriminators.items()}
 
 
-def test_local_update_trains_own_discriminator_and_leaves_received_ones_alone():
+def test_local_update_trains_local_discriminators_and_leaves_received_ones_alone():
     torch.manual_seed(0)
     gen = Translator(["ct", "mri"])
     received = {"ct": PatchDiscriminator(), "mri": PatchDiscriminator()}
     before = {m: [p.clone() for p in d.parameters()] for m, d in received.items()}
-    own = {"ct": PatchDiscriminator()}
-    own_before = [p.clone() for p in own["ct"].parameters()]
+    local = {m: copy.deepcopy(d) for m, d in received.items()}
     gen_before = [p.clone() for p in gen.parameters()]
     cfg = TranslationConfig(local_steps=2, batch_size=4)
-    out = local_update(
-        gen, own, received, _items("ct", 8, 0, ("mri",)), cfg, np.random.default_rng(0)
-    )
+    items = _items("ct", 8, 0, ("mri",))
+    out = local_update(gen, local, received, items, cfg, np.random.default_rng(0))
     for m, d in received.items():
-        assert all(torch.equal(a, b) for a, b in zip(before[m], d.parameters()))
+        assert all(torch.equal(a, b) for a, b in zip(before[m], d.parameters(), strict=True))
         assert all(p.grad is None or not p.grad.any() for p in d.parameters())
         assert all(p.requires_grad for p in d.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(own_before, own["ct"].parameters()))
-    assert any(not torch.equal(a, b) for a, b in zip(gen_before, gen.parameters()))
+        # own modality (real vs backward) and the target (forward fakes) both trained
+        changed = zip(before[m], local[m].parameters(), strict=True)
+        assert any(not torch.equal(a, b) for a, b in changed)
+    assert any(not torch.equal(a, b) for a, b in zip(gen_before, gen.parameters(), strict=True))
     assert out["steps"] == 2
+    assert out["disc_images"] == {"ct": 16, "mri": 8}
 
 
 def test_local_steps_are_capped_by_epochs():
@@ -154,12 +171,12 @@ def test_translated_copies_take_the_target_tag_and_answer():
     gen = Translator(MODS).eval()
     pairs = translate_samples(gen, samples, allowed_targets(MODS), answer_for, 1.0, seed=0)
     assert len(pairs) == 2
-    for src, copy in pairs:
-        assert src.modality == "ct" and copy.modality in {"mri", "xray", "us"}
-        assert copy.meta[TRANSLATED] == "ct" and copy.question == src.question
-        assert copy.image.shape == (16, 16, 3) and copy.image.dtype == np.uint8
-        expected = {"mri": "mri", "xray": "xray", "us": "ultrasound"}[copy.modality]
-        assert copy.answer == (expected if src.meta["qtype"] == "modality" else src.answer)
+    for src, dup in pairs:
+        assert src.modality == "ct" and dup.modality in {"mri", "xray", "us"}
+        assert dup.meta[TRANSLATED] == "ct" and dup.question == src.question
+        assert dup.image.shape == (16, 16, 3) and dup.image.dtype == np.uint8
+        expected = {"mri": "mri", "xray": "xray", "us": "ultrasound"}[dup.modality]
+        assert dup.answer == (expected if src.meta["qtype"] == "modality" else src.answer)
     assert samples[0].modality == "ct" and samples[0].answer == "ct"  # sources untouched
     assert translate_samples(gen, samples, allowed_targets(MODS), answer_for, 0.0, 0) == []
 

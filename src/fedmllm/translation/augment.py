@@ -74,7 +74,7 @@ def translate_samples(
             x, [s.modality for s, _t in part], [t for _s, t in part],
             [condition_text(s) for s, _t in part],
         )  # fmt: skip
-        for (s, t), image in zip(part, to_uint8_images(y)):
+        for (s, t), image in zip(part, to_uint8_images(y), strict=True):
             meta = {**s.meta, TRANSLATED: s.modality}
             copy = replace(s, image=image, modality=t, answer=answer_for(s, t), meta=meta)
             out.append((s, copy))

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,15 @@ def allowed_targets(modalities: Sequence[str]) -> Any:
         )  # fmt: skip
 
     return targets_of
+
+
+def _plain(value: Any) -> Any:
+    """Mappings and sequences (Hydra nodes included) as dicts and lists, for the cache key."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [_plain(v) for v in value]
+    return value
 
 
 def answer_for(sample: Sample, target: str) -> str:
@@ -135,7 +144,7 @@ def measure_quality(
     }
     for t in modalities:
         f = [s.image for s in fake if s.modality == t]
-        o = [a.image for a, b in zip(src, fake) if b.modality == t]
+        o = [a.image for a, b in zip(src, fake, strict=True) if b.modality == t]
         r = [s.image for s in real_test if s.modality == t]
         row: dict[str, Any] = {
             "n": len(f),
@@ -181,8 +190,8 @@ def load_crossmodal_xflora_synth(
         "seed": int(seed),
         "modalities": mods,
         "translation": cfg.to_dict(),
-        "crossmodal": {k: v for k, v in sorted(crossmodal.items()) if k != "partition"},
-        "partition": repr(crossmodal.get("partition")),
+        "crossmodal": _plain({k: v for k, v in crossmodal.items() if k != "partition"}),
+        "partition": _plain(crossmodal.get("partition")),
     }
     translator, report = _train_or_load(bench, mods, cfg, int(seed), key_args, cache_dir)
     targets_of = allowed_targets(mods)

@@ -8,17 +8,22 @@ Every client holds images of its own modality only. Per round:
    shows the same organ, computes the forward translation ``x̃ = G(x, s→t, c)`` into another
    hospital's modality, and the *backward* translation ``x̂ = G(x̃, t→s, c)`` back into its own.
    Only the backward direction has a target the client holds (``x`` itself), so it carries
-   the pixel loss and the client's own adversarial loss; the forward direction is shaped only
-   through the cycle and through the received, frozen ``D_t`` (trained by the holders of ``t``):
+   the pixel loss; the forward direction is shaped through the cycle and through the received,
+   frozen discriminators (``D_t`` is trained on real ``t`` images only at the holders of ``t``):
 
        L_G = λ_rec·|x̂ − x|₁ + λ_id·|G(x, s→s, c) − x|₁ + BCE(D_t(x̃), 1) + BCE(D_s(x̂), 1)
 
-   Client k also trains ``D_s`` (its own modality only): ``BCE(D_s(x), 1) + BCE(D_s(x̂), 0)``.
-3. After its local steps, the client scores its translator with its discriminator (the
-   *discriminator quality score*, :func:`quality_score`) and sends ``G``, ``D_s`` and the score.
+   Client k then updates its copies of the discriminators with what it has:
+   ``D_s`` on real vs backward, ``BCE(D_s(x), 1) + BCE(D_s(x̂), 0)``, and each target's ``D_t``
+   on its forward translations as fakes, ``BCE(D_t(x̃), 0)`` (only the holders of ``t`` can
+   show ``D_t`` a real ``t``; without the others' fakes ``D_t`` would never see an image that
+   still looks like another modality, and would not push the forward direction).
+3. After its local steps, the client scores its translator with its own discriminator (the
+   *discriminator quality score*, :func:`quality_score`) and sends ``G``, the discriminators
+   it trained and the score.
 4. The server averages ``G`` over all clients with weights ``n_k·q_k / Σ_j n_j·q_j``
-   (:func:`score_weights`) and each ``D_m`` over the clients that hold modality ``m``,
-   weighted by their samples of ``m`` (expert-aware weighting).
+   (:func:`score_weights`) and each ``D_m`` over the clients that trained it, weighted by the
+   number of images (real and fake) each showed it.
 
 No image and no translation leaves a client; only network weights and one scalar per client.
 """
@@ -165,7 +170,10 @@ def score_weights(
     if weighting == "uniform":
         raw = [float(n) for n in sizes]
     else:
-        raw = [n * min(1.0, max(floor, floor if q is None else q)) for n, q in zip(sizes, scores)]
+        raw = [
+            n * min(1.0, max(floor, floor if q is None else q))
+            for n, q in zip(sizes, scores, strict=True)
+        ]
     total = sum(raw)
     if total <= 0:
         raise ValueError(f"client sizes {list(sizes)} sum to zero: no translator to average")
@@ -176,7 +184,9 @@ def weighted_state(
     states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
 ) -> dict[str, torch.Tensor]:
     """``Σ_k w_k·state_k`` key by key (every state has the same keys)."""
-    return {k: sum(w * s[k].float() for s, w in zip(states, weights)) for k in states[0]}
+    return {
+        k: sum(w * s[k].float() for s, w in zip(states, weights, strict=True)) for k in states[0]
+    }
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -219,33 +229,36 @@ def local_steps(cfg: TranslationConfig, n_items: int) -> int:
 
 def local_update(
     gen: Translator,
-    own_discs: dict[str, PatchDiscriminator],
+    local_discs: dict[str, PatchDiscriminator],
     received_discs: Mapping[str, PatchDiscriminator],
     items: Sequence[TranslationItem],
     cfg: TranslationConfig,
     rng: np.random.Generator,
-) -> dict[str, float]:
-    """``cfg.local_steps`` steps of one client (step 2 of the module docstring), in place.
+) -> dict[str, Any]:
+    """The local steps of one client (step 2 of the module docstring), in place.
 
     Args:
         gen: The client's copy of the global translator (trained).
-        own_discs: Copies of the discriminators of the client's own modalities (trained).
-        received_discs: The global discriminator of every modality (frozen, not modified).
+        local_discs: The client's copies of the global discriminators, one per modality
+            (trained: its own modality's on real vs backward translations, a target's on the
+            forward translations into it, as fakes).
+        received_discs: The global discriminators (frozen, not modified): the generator's
+            adversarial terms use them.
         items: The client's training images.
         cfg: Hyper-parameters.
         rng: The client's random stream (batches and targets).
 
     Returns:
-        Mean generator and discriminator losses over the steps.
+        ``steps``, mean losses, and ``disc_images``: per modality, the images (real and fake)
+        its discriminator was trained on, the server's weight for it.
     """
-    own_ids = {id(d) for d in own_discs.values()}
-    frozen = [d for d in received_discs.values() if id(d) not in own_ids]
-    for d in frozen:
+    for d in received_discs.values():
         d.requires_grad_(False)
     opt_g = torch.optim.Adam(gen.parameters(), lr=cfg.lr, betas=(0.5, 0.999))
-    d_params = [p for d in own_discs.values() for p in d.parameters()]
-    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=(0.5, 0.999)) if d_params else None
+    d_params = [p for d in local_discs.values() for p in d.parameters()]
+    opt_d = torch.optim.Adam(d_params, lr=cfg.lr, betas=(0.5, 0.999))
     sums = {"loss_g": 0.0, "loss_d": 0.0, "loss_rec": 0.0}
+    fed: dict[str, int] = {}
     steps = local_steps(cfg, len(items))
     for _ in range(steps):
         pick = rng.choice(len(items), size=min(cfg.batch_size, len(items)), replace=False)
@@ -256,35 +269,39 @@ def local_update(
         idt = gen(x, src_all, src_all, [it.text for it in batch])
         loss = cfg.lambda_id * (idt - x).abs().mean()
         rec = torch.zeros(())
+        loss_d = torch.zeros(())
         if rows:
             assert fwd is not None and back is not None
             rec = (back - x[rows]).abs().mean()
             loss = loss + cfg.lambda_rec * rec
-            for t, sub in _rows_by([targets[i] for i in rows]).items():
+            by_target = _rows_by([targets[i] for i in rows])
+            by_source = _rows_by([batch[i].modality for i in rows])
+            for t, sub in by_target.items():
                 loss = loss + _bce(received_discs[t](fwd[sub]), True) * len(sub) / len(rows)
-            for s, sub in _rows_by([batch[i].modality for i in rows]).items():
-                if s in own_discs:
-                    loss = loss + _bce(own_discs[s](back[sub]), True) * len(sub) / len(rows)
+            for s, sub in by_source.items():
+                loss = loss + _bce(received_discs[s](back[sub]), True) * len(sub) / len(rows)
+            # Discriminators: own modality real vs backward, targets' on forward fakes.
+            for s, sub in by_source.items():
+                d = local_discs[s]
+                real = x[[rows[j] for j in sub]]
+                loss_d = loss_d + _bce(d(real), True) + _bce(d(back[sub].detach()), False)
+                fed[s] = fed.get(s, 0) + 2 * len(sub)
+            for t, sub in by_target.items():
+                loss_d = loss_d + _bce(local_discs[t](fwd[sub].detach()), False)
+                fed[t] = fed.get(t, 0) + len(sub)
         opt_g.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        loss_d = torch.zeros(())
-        if opt_d is not None and rows:
-            assert back is not None
-            fake = back.detach()
-            for s, sub in _rows_by([batch[i].modality for i in rows]).items():
-                d = own_discs[s]
-                real_rows = [rows[j] for j in sub]
-                loss_d = loss_d + 0.5 * (_bce(d(x[real_rows]), True) + _bce(d(fake[sub]), False))
+        if rows:
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
         sums["loss_g"] += float(loss.detach())
         sums["loss_d"] += float(loss_d.detach())
         sums["loss_rec"] += float(rec.detach())
-    for d in frozen:
+    for d in received_discs.values():
         d.requires_grad_(True)
-    return {"steps": float(steps), **{k: v / steps for k, v in sums.items()}}
+    return {"steps": steps, **{k: v / steps for k, v in sums.items()}, "disc_images": fed}
 
 
 @torch.no_grad()
@@ -341,36 +358,40 @@ def train_translation(
     ids = list(clients)
     for r in range(cfg.rounds):
         g_states, sizes, scores, losses = [], [], [], {}
+        fed: dict[str, dict[str, int]] = {}
         d_states: dict[str, list[tuple[dict[str, torch.Tensor], int]]] = {m: [] for m in discs}
         for k, cid in enumerate(ids):
             items = clients[cid]
-            own = sorted({it.modality for it in items})
             rng = np.random.default_rng([seed, r, k])
             torch.manual_seed(int(rng.integers(2**31)))
             local_g = copy.deepcopy(gen)
-            local_d = {m: copy.deepcopy(discs[m]) for m in own}
+            local_d = {m: copy.deepcopy(d) for m, d in discs.items()}
             down += _nbytes(gen) + sum(_nbytes(d) for d in discs.values())
-            losses[cid] = local_update(local_g, local_d, discs, items, cfg, rng)
-            scores.append(quality_score(local_g, local_d, items, cfg.score_batch))
+            stats = local_update(local_g, local_d, discs, items, cfg, rng)
+            losses[cid] = {k2: v for k2, v in stats.items() if k2 != "disc_images"}
+            fed[cid] = stats["disc_images"]
+            own = {m: local_d[m] for m in sorted({it.modality for it in items})}
+            scores.append(quality_score(local_g, own, items, cfg.score_batch))
             sizes.append(len(items))
             g_states.append(local_g.state_dict())
-            up += _nbytes(local_g) + sum(_nbytes(d) for d in local_d.values()) + 4
-            for m, d in local_d.items():
-                d_states[m].append((d.state_dict(), sum(it.modality == m for it in items)))
+            sent = {m: local_d[m] for m in fed[cid]}
+            up += _nbytes(local_g) + sum(_nbytes(d) for d in sent.values()) + 4
+            for m, d in sent.items():
+                d_states[m].append((d.state_dict(), fed[cid][m]))
         weights = score_weights(sizes, scores, cfg.weighting, cfg.score_floor)
         gen.load_state_dict(weighted_state(g_states, weights))
         for m, held in d_states.items():
             if held:
                 total = sum(n for _s, n in held)
-                discs[m].load_state_dict(
-                    weighted_state([s for s, _n in held], [n / total for _s, n in held])
-                )
+                mean = weighted_state([st for st, _n in held], [n / total for _s, n in held])
+                discs[m].load_state_dict(mean)
         history.append(
             {
                 "round": r,
-                "scores": dict(zip(ids, scores)),
-                "weights": dict(zip(ids, weights)),
+                "scores": dict(zip(ids, scores, strict=True)),
+                "weights": dict(zip(ids, weights, strict=True)),
                 "losses": losses,
+                "disc_images": fed,
             }
         )
     gen.eval()

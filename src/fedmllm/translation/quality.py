@@ -8,6 +8,7 @@ instead of Inception's) compares translated-into-``t`` images with real ``t`` im
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -25,8 +26,10 @@ def train_modality_classifier(
     steps: int = 300,
     batch_size: int = 64,
     lr: float = 3e-3,
+    max_epochs: float = 10.0,
 ) -> ModalityClassifier:
-    """A :class:`ModalityClassifier` trained on real images labelled by modality."""
+    """A :class:`ModalityClassifier` trained on real images labelled by modality, for
+    ``min(steps, ceil(max_epochs·n / batch_size))`` Adam steps."""
     if not images:
         raise ValueError("the modality classifier needs real images; the public split is empty")
     torch.manual_seed(seed)
@@ -35,7 +38,7 @@ def train_modality_classifier(
     y = torch.tensor([list(classes).index(m) for m in modalities])
     model = ModalityClassifier(len(classes))
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
+    for _ in range(max(1, min(steps, math.ceil(max_epochs * len(x) / batch_size)))):
         idx = torch.from_numpy(rng.choice(len(x), size=min(batch_size, len(x)), replace=False))
         loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
         opt.zero_grad(set_to_none=True)
@@ -64,7 +67,7 @@ def modality_accuracy(
     if not images:
         return None
     pred = predict_modalities(model, images, classes)
-    return float(np.mean([p == t for p, t in zip(pred, labels)]))
+    return float(np.mean([p == t for p, t in zip(pred, labels, strict=True)]))
 
 
 def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
