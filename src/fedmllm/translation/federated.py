@@ -89,8 +89,8 @@ class TranslationConfig:
     max_epochs: float = 2.0
     batch_size: int = 16
     lr: float = 2e-3
-    lambda_rec: float = 10.0
-    lambda_id: float = 5.0
+    lambda_rec: float = 5.0
+    lambda_id: float = 0.5
     width: int = 8
     blocks: int = 2
     disc_width: int = 16
