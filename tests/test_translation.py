@@ -191,3 +191,32 @@ def test_frechet_distance_matches_scipy_sqrtm():
     ref = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(ca + cb - 2 * sq)
     assert frechet_distance(a, b) == pytest.approx(ref, rel=1e-6)
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_benchmark_adds_translations_to_train_only_and_caches_the_translator(tmp_path, monkeypatch):
+    from fedmllm.data.synthmed.crossmodal import load_crossmodal_synth
+    from fedmllm.translation import benchmark
+
+    args = {"seed": 3, "public_size": 48, "train_sizes": {"vqa": 6}, "test_size": 3}
+    tr = {"rounds": 1, "local_steps": 1, "batch_size": 4}
+    bench = benchmark.load_crossmodal_xflora_synth(tmp_path, translation=tr, probe_steps=5, **args)
+    plain = load_crossmodal_synth(tmp_path, **args)
+    for c, p in zip(bench.clients, plain.clients, strict=True):
+        assert [s.meta["scene"].scene_id for s in c.test] == [
+            s.meta["scene"].scene_id for s in p.test
+        ]
+        real, extra = c.train[: len(p.train)], c.train[len(p.train) :]
+        assert [s.modality for s in real] == [c.client_id] * len(p.train)
+        assert extra and all(s.modality != c.client_id for s in extra)
+        assert all(s.meta[TRANSLATED] == c.client_id for s in extra)
+    assert bench.translation["quality"]["n_translated"] == sum(
+        len(c.train) - 6 for c in bench.clients
+    )
+
+    def fail(*_a, **_k):
+        raise AssertionError("the cached translator should have been used")
+
+    monkeypatch.setattr(benchmark, "train_translation", fail)
+    again = benchmark.load_crossmodal_xflora_synth(tmp_path, translation=tr, probe_steps=5, **args)
+    for c, d in zip(bench.clients, again.clients, strict=True):
+        assert all(np.array_equal(a.image, b.image) for a, b in zip(c.train, d.train, strict=True))

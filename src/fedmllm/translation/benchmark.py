@@ -204,10 +204,11 @@ def load_crossmodal_xflora_synth(
         translated[c.client_id] = extra
         sources[c.client_id] = [src for src, _copy in pairs]
         clients.append(ClientData(c.client_id, c.task, c.modality, [*c.train, *extra], c.test))
-    report = {
-        **report,
-        "quality": measure_quality(bench, translated, sources, mods, seed, probe_steps),
-    }
+    quality = measure_quality(bench, translated, sources, mods, seed, probe_steps)
+    report = {**report, "quality": quality, "translation_fraction": translation_fraction}
+    if cache_dir is not None:  # the quality of the cached translator, for reports
+        directory = Path(cache_dir) / NAME / cache.cache_key(key_args, VERSION)
+        write_json(directory / f"quality_fraction{translation_fraction}.json", quality)
     log.info("translation: %s", {k: v for k, v in report.items() if k != "history"})
     out = type(bench)(NAME, bench.public, clients, bench.words, bench.validation)
     out.translation = report  # type: ignore[attr-defined]
