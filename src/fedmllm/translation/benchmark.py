@@ -164,6 +164,7 @@ def load_crossmodal_xflora_synth(
     translation: dict[str, Any] | None = None,
     translation_fraction: float = 1.0,
     probe_steps: int = 300,
+    translation_seed: int | None = None,
     modalities: Sequence[str] = MODALITIES,
     **crossmodal: Any,
 ) -> Benchmark:
@@ -171,11 +172,13 @@ def load_crossmodal_xflora_synth(
 
     Args:
         cache_dir: Cache root (``None``: no cache).
-        seed: Seed of the data, the translator and the probe.
+        seed: Seed of the data (and, by default, of the translation).
         translation: :class:`TranslationConfig` fields (``rounds: 0`` leaves it untrained).
         translation_fraction: Translated copies per client, as a fraction of its real training
             samples (samples without a target modality are skipped).
         probe_steps: Training steps of the modality classifier that measures the translations.
+        translation_seed: Seed of the translator, the translation order and the probe (None:
+            ``seed``); lets runs share one dataset (``benchmark.seed``) and still vary it.
         modalities: The clients' modalities (``crossmodal_synth``'s option).
         **crossmodal: ``load_crossmodal_synth``'s other arguments (sizes, partition, ...).
 
@@ -184,27 +187,29 @@ def load_crossmodal_xflora_synth(
         the training history, bytes and quality report.
     """
     cfg = TranslationConfig.from_any(translation)
+    t_seed = int(seed if translation_seed is None else translation_seed)
     mods = [str(m) for m in modalities]
     bench = load_crossmodal_synth(cache_dir, seed=seed, modalities=mods, **crossmodal)
     key_args = {
         "seed": int(seed),
+        "translation_seed": t_seed,
         "modalities": mods,
         "translation": cfg.to_dict(),
         "crossmodal": _plain({k: v for k, v in crossmodal.items() if k != "partition"}),
         "partition": _plain(crossmodal.get("partition")),
     }
-    translator, report = _train_or_load(bench, mods, cfg, int(seed), key_args, cache_dir)
+    translator, report = _train_or_load(bench, mods, cfg, t_seed, key_args, cache_dir)
     targets_of = allowed_targets(mods)
     clients, translated, sources = [], {}, {}
     for k, c in enumerate(bench.clients):
         pairs = translate_samples(
-            translator, c.train, targets_of, answer_for, translation_fraction, seed * 1000 + k
+            translator, c.train, targets_of, answer_for, translation_fraction, t_seed * 1000 + k
         )
         extra = [copy for _src, copy in pairs]
         translated[c.client_id] = extra
         sources[c.client_id] = [src for src, _copy in pairs]
         clients.append(ClientData(c.client_id, c.task, c.modality, [*c.train, *extra], c.test))
-    quality = measure_quality(bench, translated, sources, mods, seed, probe_steps)
+    quality = measure_quality(bench, translated, sources, mods, t_seed, probe_steps)
     report = {**report, "quality": quality, "translation_fraction": translation_fraction}
     if cache_dir is not None:  # the quality of the cached translator, for reports
         directory = Path(cache_dir) / NAME / cache.cache_key(key_args, VERSION)
