@@ -35,6 +35,7 @@ class FederationConfig:
     drift_pairwise_max: int = 16
     wire_dtype: str = "float32"
     seed: int = 0
+    privacy: Any = None  # a fedmllm.privacy.PrivacyConfig, set by the build from ``privacy``
 
 
 @dataclass
