@@ -65,10 +65,20 @@ def test_mole_on_nodes_rebuilt_every_message_equals_the_simulator(make_cfg, cach
     assert stored == sorted(CLIENTS)
 
 
+@pytest.mark.parametrize(
+    "privacy",
+    [
+        (),
+        ("privacy=dp_sgd",),
+        ("privacy=dp_client",),
+        ("privacy=dp_client", "privacy.noise_at=client"),
+    ],
+    ids=["none", "dp_sgd", "dp_client_central", "dp_client_local"],
+)
 def test_reply_holds_exactly_the_shared_tensors_and_private_ones_stay_on_the_node(
-    cache_dir, tmp_path
+    cache_dir, tmp_path, privacy
 ):
-    config = flower_run_config(cache_dir, tmp_path, "fedmed_mole", "compare_with=null")
+    config = flower_run_config(cache_dir, tmp_path, "fedmed_mole", "compare_with=null", *privacy)
     grid = local_grid(make_client_app(config), config, tmp_path / "nodes")
     replies: list[Message] = []
     original_pull = grid.pull_messages
@@ -91,6 +101,8 @@ def test_reply_holds_exactly_the_shared_tensors_and_private_ones_stay_on_the_nod
         assert sent == set(method.shared_keys(full))
         assert private and not sent & set(private)  # routed experts and routers stayed home
         assert any(".experts." in k or "router" in k for k in private)
+        if privacy == ("privacy=dp_sgd",):  # the DP step count is the client's own
+            assert "dp_sgd.steps" in private and "dp_sgd.steps" not in sent
 
 
 def _poisoning(config: dict, victim: str, record: str, spoil):

@@ -19,11 +19,13 @@ from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from fedmllm import compat
-from fedmllm.config_check import check_clients_per_round, validate_config
+from fedmllm.config_check import ConfigError, check_clients_per_round, validate_config
 from fedmllm.configs import CONFIG_DIR
 from fedmllm.federation import FederationConfig, Simulator
 from fedmllm.federation.attacks import Attack
 from fedmllm.federation.config import Client
+from fedmllm.methods.dp_sgd_addon import DPSGD
+from fedmllm.privacy import privacy_config
 from fedmllm.utils.threads import resolve_threads
 
 
@@ -47,6 +49,25 @@ def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> Non
     method.bind_clients(client_ids)
     if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
         aggregator.num_clients = len(client_ids)
+
+
+def _bind_privacy(
+    cfg: DictConfig, method: Any, fed_cfg: FederationConfig, train_clients: list[Client]
+) -> None:
+    """``privacy``: the settings go to the round (client DP); DP-SGD joins the method's add-ons.
+
+    Raises:
+        ConfigError: An unknown privacy option or a value out of range.
+    """
+    try:
+        privacy = privacy_config(cfg.get("privacy"))
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    fed_cfg.privacy = privacy
+    if privacy.mode == "dp_sgd":
+        sizes = {c.client_id: len(c.train) for c in train_clients}
+        batch = fed_cfg.batch_size * method.grad_accum
+        method.add_addon(DPSGD(privacy, sizes, batch, fed_cfg.rounds * fed_cfg.local_steps))
 
 
 def rule_catalogue(config_dir: Path = CONFIG_DIR) -> dict[str, tuple[Any, Any]]:
@@ -128,6 +149,7 @@ def build_components(cfg: DictConfig) -> Components:
     Attack.from_config(fed_cfg.attack).attackers([c.client_id for c in train_clients])
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
+    _bind_privacy(cfg, method, fed_cfg, train_clients)
     return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
 
 

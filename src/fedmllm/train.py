@@ -29,6 +29,7 @@ from fedmllm.config_check import ConfigError, validate_config
 from fedmllm.configs import PRIMARY, SEARCH_PATH, VERSION_BASE
 from fedmllm.federation.analysis import path_similarity
 from fedmllm.federation.checkpoint import CHECKPOINT_NAME
+from fedmllm.privacy.summary import privacy_summary
 from fedmllm.report import results_table
 from fedmllm.report.side_by_side import side_by_side_table
 from fedmllm.resume import check_resume
@@ -131,6 +132,7 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # Validation is scored once, after training and after the test scores are final: searches
     # read `val_avg`, never the test scores (docs/reproduction.md).
     results.update(validation_results(sim.evaluate(split="val"), c.eval_clients))
+    results["privacy"] = privacy_summary(c.federation.privacy, sim.history, c.federation.rounds)
     if resumed is not None:
         results["resumed_from"] = str(run_dir / CHECKPOINT_NAME)
         results["resume"] = resumed

@@ -31,6 +31,8 @@ from fedmllm.federation.evaluation import (
 from fedmllm.federation.sampling import batch_indices, cosine_lr, local_seed
 from fedmllm.federation.wire import from_wire, to_wire, wire_dtype
 from fedmllm.metrics import trivial_prediction
+from fedmllm.privacy.accountant import client_dp_noise
+from fedmllm.privacy.client_dp import add_noise, clip_update, noise_generator
 from fedmllm.protocol import Engine, FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate, state_nbytes
 
@@ -156,6 +158,7 @@ class LocalTrainer:
         private = {k: state[k] for k in self.method.private_keys(state)}
         self.store.put(client.client_id, private, self.optimizer.state_dict())
         shared = self.attacked_update(client.client_id, client_idx, round_idx, shared, received)
+        shared = self.client_dp(shared, received, round_idx, client_idx)
         wire = wire_dtype(self.cfg.wire_dtype)  # what leaves the client, at the wire's width
         extras = to_wire(self.method.client_extras(), wire)
         update = ClientUpdate(
@@ -185,6 +188,24 @@ class LocalTrainer:
             return shared
         seed = local_seed(self.cfg.seed, round_idx, client_idx) + 1
         return self.attack.tamper(shared, from_wire(received), seed)
+
+    def client_dp(
+        self, shared: AdapterState, received: AdapterState, round_idx: int, client_idx: int
+    ) -> AdapterState:
+        """``privacy=dp_client``: clip the update (shared − received) to norm S; with
+        ``privacy.noise_at=client`` (local DP) also add N(0, (σS)²), seeded by (seed, round,
+        client). Anything else: ``shared`` as it is."""
+        p = self.cfg.privacy
+        if p is None or p.mode != "dp_client":
+            return shared
+        clipped, _ = clip_update(shared, {**self.initial_state, **received}, p.clip)
+        if p.noise_at != "client":
+            return clipped
+        z = client_dp_noise(
+            p.target_epsilon, p.noise_multiplier, "client", 1.0, self.cfg.rounds, p.delta
+        )
+        gen = noise_generator(local_seed(self.cfg.seed, round_idx, client_idx) + 1)
+        return add_noise(clipped, z * p.clip, gen)
 
     def needed_bytes(self, received: AdapterState) -> int:
         """Bytes of ``received`` the client just trained needed.

@@ -37,6 +37,7 @@ class FederationConfig:
     attack: dict[str, Any] = field(default_factory=dict)
     """The run's ``attack/`` config node (``fedmllm.federation.attacks``); empty: none."""
     seed: int = 0
+    privacy: Any = None  # a fedmllm.privacy.PrivacyConfig, set by the build from ``privacy``
 
 
 @dataclass

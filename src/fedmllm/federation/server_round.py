@@ -17,9 +17,12 @@ from typing import Any
 import torch
 
 from fedmllm.aggregators.base import Aggregator
+from fedmllm.aggregators.functional import client_weights
 from fedmllm.federation.config import FederationConfig
 from fedmllm.federation.sampling import sample_clients
 from fedmllm.federation.wire import from_wire, to_wire, wire_dtype
+from fedmllm.privacy.accountant import client_dp_epsilon, client_dp_noise
+from fedmllm.privacy.client_dp import add_noise, central_noise_std, clip_update, noise_generator
 from fedmllm.protocol import FederatedMethod
 from fedmllm.types import AdapterState, ClientUpdate
 
@@ -36,6 +39,9 @@ class RoundServer:
         rank_of: The method's ``client_rank`` hook (per-client LoRA ranks).
         wire: The dtype floating tensors travel in (``federation.wire_dtype``); what arrives
             is decoded to float32 before the rule aggregates it.
+        privacy: The run's ``PrivacyConfig``; with ``dp_client`` and ``noise_at=server`` the
+            server clips every arrived update and adds central DP noise of std ``dp_noise``·S.
+        dp_noise: Client-level DP's σ.
     """
 
     def __init__(
@@ -47,6 +53,8 @@ class RoundServer:
         clients_per_round: int | float | None,
         rank_of: Callable[[str], int | None] | None = None,
         wire: torch.dtype = torch.float32,
+        privacy: Any = None,
+        dp_noise: float = 0.0,
     ) -> None:
         self.aggregator = aggregator
         self.client_ids = list(client_ids)
@@ -56,6 +64,8 @@ class RoundServer:
         self.wire = wire
         self._views: dict[int | None, AdapterState] = {}
         self.global_state = global_state
+        self.privacy, self.dp_noise = privacy, float(dp_noise)
+        self._dp_rounds = 0
 
     @property
     def global_state(self) -> AdapterState:
@@ -102,12 +112,53 @@ class RoundServer:
         arrived = [
             replace(u, state=from_wire(u.state), extras=from_wire(u.extras)) for u in updates
         ]
+        arrived = self.central_dp(arrived, round_idx)
         self.global_state = self.aggregator.aggregate(self.global_state, arrived, round_idx)
         return self.aggregator.base_weight_updates()
 
+    @property
+    def central_dp_on(self) -> bool:
+        """Whether the server adds client-level DP noise (``privacy=dp_client``, at the server)."""
+        p = self.privacy
+        return p is not None and p.mode == "dp_client" and p.noise_at == "server"
+
+    @property
+    def client_sampling_rate(self) -> float:
+        """Clients per round / clients: the client-level accountant's q."""
+        return len(self.sample(0)) / max(1, len(self.client_ids))
+
+    def central_dp(self, updates: list[ClientUpdate], round_idx: int) -> list[ClientUpdate]:
+        """Central client-level DP: clip each decoded update against what its client received
+        (enforcing S whatever the client did), then add Gaussian noise to each so that the
+        rule's weighted mean carries N(0, (σ·S·max_k w_k)²); seeded by (seed, round)."""
+        if not self.central_dp_on or not updates:
+            return updates
+        p = self.privacy
+        weighting = getattr(self.aggregator, "weighting", "uniform")
+        weights = client_weights([u.num_examples for u in updates], weighting).tolist()
+        std = central_noise_std(p.clip, self.dp_noise, weights)
+        gen = noise_generator(self.seed * 1_000_003 + round_idx)
+        out = []
+        for u in updates:
+            reference = from_wire(self.received(u.client_id))
+            clipped, _ = clip_update(u.state, reference, p.clip)
+            out.append(replace(u, state=add_noise(clipped, std, gen)))
+        self._dp_rounds = round_idx + 1
+        return out
+
     def round_stats(self) -> dict[str, float]:
-        """The rule's scalars about the last aggregation (logged as ``server/<name>``)."""
-        return {k: float(v) for k, v in self.aggregator.round_stats().items()}
+        """The rule's scalars about the last aggregation (logged as ``server/<name>``), and
+        central DP's ε so far (``dp_epsilon``)."""
+        stats = {k: float(v) for k, v in self.aggregator.round_stats().items()}
+        if self.central_dp_on:
+            stats["dp_epsilon"] = client_dp_epsilon(
+                self.dp_noise,
+                "server",
+                self.client_sampling_rate,
+                self._dp_rounds,
+                self.privacy.delta,
+            )
+        return stats
 
     def describe(self) -> dict[str, Any]:
         """The rule's plain facts for ``results.json``."""
@@ -130,7 +181,7 @@ def build_round_server(
         client_ids: Every training client, in the run's fixed order.
         config: The run's seed and ``clients_per_round``.
     """
-    return RoundServer(
+    server = RoundServer(
         aggregator,
         {k: initial[k] for k in method.shared_keys(initial)},
         list(client_ids),
@@ -138,4 +189,16 @@ def build_round_server(
         config.clients_per_round,
         method.client_rank,
         wire_dtype(config.wire_dtype),
+        config.privacy,
     )
+    p = config.privacy
+    if server.central_dp_on:
+        server.dp_noise = client_dp_noise(
+            p.target_epsilon,
+            p.noise_multiplier,
+            "server",
+            server.client_sampling_rate,
+            config.rounds,
+            p.delta,
+        )
+    return server

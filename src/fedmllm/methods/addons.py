@@ -42,6 +42,9 @@ class LocalAddon:
     def begin_client(self, extras: AdapterState) -> None:
         """The server's broadcast, on every swap-in."""
 
+    def set_client(self, client_id: str) -> None:
+        """The client whose turn it is, on every swap-in."""
+
     def begin_local(self, params: Params) -> None:
         """Before the first local step; the received global state is loaded."""
 
@@ -51,6 +54,10 @@ class LocalAddon:
 
     def after_step(self, lr: float) -> None:
         """After each optimiser step at learning rate ``lr``."""
+
+    def metrics(self) -> dict[str, float]:
+        """Scalars about the local update just finished (merged into the client's metrics)."""
+        return {}
 
     def end_local(self, lr_sum: float) -> None:
         """After the last step; ``lr_sum`` is the sum of the trained steps' rates."""

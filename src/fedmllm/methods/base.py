@@ -100,6 +100,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         self._trainable: dict[str, torch.nn.Parameter] | None = None
         self._groups: dict[str, list[torch.nn.Parameter]] = {}
         self._addons: list[LocalAddon] = []
+        self._late_addons: list[LocalAddon] = []  # given by the build (DP-SGD), run last
 
     # ------------------------------------------------------------------ family hooks
     def group_of(self, key: str) -> str:
@@ -165,6 +166,16 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
             self._groups.setdefault(self.group_of(name), []).append(p)
         shared = [k for k in self._trainable if self.sends(k)]
         self._addons = make_addons(self.proximal_mu, self.scaffold, self._trainable, shared)
+        self._addons += self._late_addons
+
+    def add_addon(self, addon: LocalAddon) -> None:
+        """Run ``addon`` after the method's own add-ons (``privacy=dp_sgd``: ``DPSGD``).
+
+        Call it before the first local update (the build does, right after the method).
+        """
+        self._late_addons.append(addon)
+        if self._trainable is not None:  # the add-ons were already read: join them
+            self._addons.append(addon)
 
     @property
     def addons(self) -> list[LocalAddon]:
@@ -275,6 +286,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         """Pass the server's broadcast to the add-ons."""
         self._ensure_ready()
         for addon in self._addons:
+            addon.set_client(client_id)
             addon.begin_client(extras)
 
     def client_extras(self) -> AdapterState:

@@ -107,6 +107,7 @@ def run_local_update(
     record = LocalRecord()
     params = [p for g in optimizer.param_groups for p in g["params"]]
     active: frozenset[str] | None = None
+    private = next((a for a in method.addons if hasattr(a, "train_step")), None)
     try:
         for step in range(num_steps):
             micro = [fabric.to_device(next(batches)) for _ in range(method.grad_accum)]
@@ -124,8 +125,11 @@ def run_local_update(
                 group["lr"] = lr
             # A micro-batch that reaches nothing trained has no graph to differentiate.
             useful = [b for b, r in zip(micro, reach, strict=True) if r & groups]
-            loss = _train_step(method, fabric, useful, step, optimizer)
-            if method.grad_clip > 0:
+            if private is not None:  # DP-SGD: per-sample clipping and noise replace both
+                loss = private.train_step(method, fabric, useful, step, optimizer)
+            else:
+                loss = _train_step(method, fabric, useful, step, optimizer)
+            if method.grad_clip > 0 and private is None:
                 torch.nn.utils.clip_grad_norm_(params, method.grad_clip)
             optimizer.step()
             for addon in method.addons:
@@ -137,4 +141,7 @@ def run_local_update(
         method.end_local()
     for addon in method.addons:
         addon.end_local(record.lr_sum)
-    return {**record.metrics(), **method.local_metrics()}
+    out = {**record.metrics(), **method.local_metrics()}
+    for addon in method.addons:
+        out.update(addon.metrics())
+    return out

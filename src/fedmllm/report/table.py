@@ -38,6 +38,10 @@ def results_table(results: dict[str, Any], reference: dict[str, Any] | None = No
         table.add_column(col, justify="right" if "%" in col else "left")
     if reference is not None:
         table.add_column(f"Δ vs {reference['method']}", justify="right")
+    privacy = results.get("privacy") or {}
+    eps = privacy.get("epsilon_per_client") if privacy.get("mode", "none") != "none" else None
+    if eps is not None:  # DP runs: each client's ε (docs/privacy.md)
+        table.add_column(f"ε (δ={privacy['delta']:g})", justify="right")
     for cid, c in results["clients"].items():
         metric = c["main_metric"]
         ref = None
@@ -46,10 +50,14 @@ def results_table(results: dict[str, Any], reference: dict[str, Any] | None = No
         row = [cid, c["task"], metric, _pct(c["scores"][metric]), _pct(c["baseline"][metric])]
         if reference is not None:
             row.append(_delta(c["scores"][metric], ref))
+        if eps is not None:
+            row.append(f"{eps[cid]:.2f}" if cid in eps else "-")
         table.add_row(*row)
     row = ["Avg", "", "", _pct(results["avg"]), _pct(results["baseline_avg"])]
     if reference is not None:
         row.append(_delta(results["avg"], reference["avg"]))
+    if eps is not None:
+        row.append(f"{privacy['epsilon']:.2f}")
     table.add_row(*row, style="bold")
     table.caption = (
         f"comm ↑ {results['comm']['up_bytes'] / 2**20:.2f} MiB, "
