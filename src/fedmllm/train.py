@@ -123,6 +123,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
         cfg, sim.method, c.benchmark.name, out, c.eval_clients, validation, c.aggregator
     )
     results["peak_rss_scope"] = rss_scope
+    if c.retrieval is not None:
+        results["retrieval"] = c.retrieval
     if resumed is not None:
         results["resumed_from"] = str(run_dir / CHECKPOINT_NAME)
         results["resume"] = resumed
