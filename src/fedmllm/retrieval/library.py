@@ -14,16 +14,23 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-
-# faiss logs every CPU-feature build it tries at INFO; one line per run is noise enough.
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)
-import faiss  # noqa: E402
 
 from fedmllm.data.cache import _atomic_write
 
 log = logging.getLogger(__name__)
+
+
+def faiss_module() -> Any:
+    """The ``faiss`` module, imported quietly (its loader logs every CPU build it tries)."""
+    logging.getLogger("faiss.loader").setLevel(logging.WARNING)
+    import faiss
+
+    return faiss
+
+
 INDEX_FILE, CASES_FILE = "index.faiss", "cases.json"
 LIBRARY_VERSION = 1  # bump when the vectors or the stored cases change meaning
 
@@ -54,7 +61,7 @@ class CaseLibrary:
         if not cases:
             raise ValueError(f"case library {owner!r}: a client with no training cases")
         self.owner, self.cases = owner, list(cases)
-        self.index = faiss.IndexFlatIP(int(vectors.shape[1]))
+        self.index = faiss_module().IndexFlatIP(int(vectors.shape[1]))
         self.index.add(np.ascontiguousarray(vectors, dtype=np.float32))
 
     def __len__(self) -> int:
@@ -97,7 +104,7 @@ class CaseLibrary:
     def save(self, directory: Path, key: dict) -> None:
         """Write the index and the cases atomically, the cases file (with the key) last."""
         directory.mkdir(parents=True, exist_ok=True)
-        blob = faiss.serialize_index(self.index).tobytes()
+        blob = faiss_module().serialize_index(self.index).tobytes()
         _atomic_write(directory / INDEX_FILE, lambda h: h.write(blob))
         payload = {
             "key": key,
@@ -118,7 +125,7 @@ class CaseLibrary:
             blob = index_path.read_bytes()
             if payload["key"] != key or hashlib.sha256(blob).hexdigest() != payload["index_sha256"]:
                 raise ValueError("key or checksum differs")
-            index = faiss.deserialize_index(np.frombuffer(blob, dtype=np.uint8))
+            index = faiss_module().deserialize_index(np.frombuffer(blob, dtype=np.uint8))
         except (OSError, ValueError, KeyError, RuntimeError) as err:
             log.warning("case library cache %s unusable (%s); rebuilding", directory, err)
             return None
