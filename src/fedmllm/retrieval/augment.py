@@ -202,8 +202,9 @@ class RetrievalAugmenter:
             train = list(c.train)
             if self.augment_train and train:
                 ids = [case_id(c.client_id, i) for i in range(len(train))]
-                rows = [next(j for j, x in enumerate(lib.cases) if x.case_id == ids[0])]
-                vecs = lib.index.reconstruct_n(rows[0], len(train))
+                # a client's cases are consecutive rows of its library (pooled: of the union)
+                first = next(j for j, x in enumerate(lib.cases) if x.case_id == ids[0])
+                vecs = lib.index.reconstruct_n(first, len(train))
                 train = self._rewrite(lib, train, vecs, list(ids))
             test = list(c.test)
             if test:
