@@ -29,11 +29,8 @@ from fedmllm.privacy import privacy_config
 from fedmllm.utils.threads import resolve_threads
 
 
-def _clients(benchmark: Any, pooled: bool) -> tuple[list[Client], list[Client]]:
-    clients = [
-        Client(c.client_id, c.task, c.train, c.test, getattr(c, "val", []))
-        for c in benchmark.clients
-    ]
+def _clients(data: list[Any], pooled: bool) -> tuple[list[Client], list[Client]]:
+    clients = [Client(c.client_id, c.task, c.train, c.test, getattr(c, "val", [])) for c in data]
     if not pooled:
         return clients, clients
     pool = Client("pooled", "mixed", [s for c in clients for s in c.train], [])
@@ -111,6 +108,18 @@ class Components:
     federation: FederationConfig
     train_clients: list[Client]
     eval_clients: list[Client]
+    retrieval: dict[str, Any] | None = None  # the case libraries' facts (retrieval runs)
+
+
+def _retrieve(cfg: DictConfig, benchmark: Any, engine: Any) -> tuple[list[Any], Any]:
+    """The clients with retrieved cases in their prompts (``retrieval`` set), else as they are.
+
+    Runs on the frozen base before any adapter exists, so the libraries are adapter-free.
+    """
+    if not cfg.get("retrieval"):
+        return list(benchmark.clients), None
+    augmenter = instantiate(cfg.retrieval)
+    return augmenter.apply(benchmark.clients, engine, pooled=bool(cfg.method.get("pooled")))
 
 
 def build_components(cfg: DictConfig) -> Components:
@@ -130,6 +139,7 @@ def build_components(cfg: DictConfig) -> Components:
     engine = instantiate(cfg.model, _partial_=True)(
         public=benchmark.public, vocabulary=benchmark.vocabulary()
     )
+    data, retrieval = _retrieve(cfg, benchmark, engine)
     # Re-seed so adapter initialisation does not depend on whether pretraining ran or was cached.
     L.seed_everything(cfg.seed, verbose=False)
     method = instantiate(cfg.method, _partial_=True)(engine=engine)
@@ -144,13 +154,15 @@ def build_components(cfg: DictConfig) -> Components:
     # A benchmark may choose its clients' metrics (client id or task -> names); config wins.
     chosen = {k: v for k, v in fed_cfg.metrics.items() if v is not None}
     fed_cfg.metrics = {**dict(getattr(benchmark, "metrics", None) or {}), **chosen}
-    train_clients, eval_clients = _clients(benchmark, method.pooled)
+    train_clients, eval_clients = _clients(data, method.pooled)
     _bind_federation(method, aggregator, [c.client_id for c in train_clients])
     Attack.from_config(fed_cfg.attack).attackers([c.client_id for c in train_clients])
     if method.pooled:  # same total compute as the federation: K clients' steps in one
         fed_cfg.local_steps *= len(eval_clients)
     _bind_privacy(cfg, method, fed_cfg, train_clients)
-    return Components(benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients)
+    return Components(
+        benchmark, engine, method, aggregator, fed_cfg, train_clients, eval_clients, retrieval
+    )
 
 
 def make_fabric(cfg: DictConfig) -> tuple[L.Fabric, Any]:

@@ -133,6 +133,8 @@ def run(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, Any]]:
     # read `val_avg`, never the test scores (docs/reproduction.md).
     results.update(validation_results(sim.evaluate(split="val"), c.eval_clients))
     results["privacy"] = privacy_summary(c.federation.privacy, sim.history, c.federation.rounds)
+    if c.retrieval is not None:
+        results["retrieval"] = c.retrieval
     if resumed is not None:
         results["resumed_from"] = str(run_dir / CHECKPOINT_NAME)
         results["resume"] = resumed

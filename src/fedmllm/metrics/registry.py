@@ -18,6 +18,8 @@ from fedmllm.metrics.bleu import Bleu
 from fedmllm.metrics.box import BoxIoU
 from fedmllm.metrics.clinical import CLINICAL_KEYS, ClinicalEfficacy
 from fedmllm.metrics.exact_match import ExactMatch
+from fedmllm.metrics.open_text import KEYS as OPEN_TEXT_KEYS
+from fedmllm.metrics.open_text import OpenText
 from fedmllm.metrics.rouge import Rouge
 from fedmllm.metrics.vqa import ClosedEnded, OpenRecall, TokenAccuracy
 
@@ -64,6 +66,7 @@ METRICS: dict[str, MetricSpec] = {
         lambda **kw: Bleu(all_orders=True, **kw), ("bleu1", "bleu2", "bleu3", "bleu4")
     ),
     "rouge": MetricSpec(Rouge, ("rouge1", "rouge2", "rougeL")),
+    "open_text": MetricSpec(OpenText, OPEN_TEXT_KEYS),  # BLEU/ROUGE-L of open VQA questions
     "box": MetricSpec(BoxIoU, ("iou", "hit50", "unparsable")),
     "clinical": MetricSpec(ClinicalEfficacy, CLINICAL_KEYS),
     "bertscore": MetricSpec(
