@@ -11,6 +11,7 @@ from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.modality_expert_module import ModalityExpertMethod
 from fedmllm.methods.mole_module import MoLEMethod
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
+from fedmllm.methods.vera_module import VeRAMethod
 
 __all__ = [
     "AdapterMethod",
@@ -27,4 +28,5 @@ __all__ = [
     "MultimodalLoRAMethod",
     "ProximalTerm",
     "ScaffoldControl",
+    "VeRAMethod",
 ]
