@@ -122,6 +122,13 @@ def test_only_d_and_b_train_and_travel():
     assert len(consts) == 2 * len(method.vera_layers())
 
 
+def mean_update(w, ds, bs, a, b):
+    """U = Σ w_k Λ_{b_k} B Λ_{d_k} A, formed densely."""
+    return sum(
+        wk * (bk[:, None] * b) @ (dk[:, None] * a) for wk, dk, bk in zip(w, ds, bs, strict=True)
+    )
+
+
 def _clients(k=3, r=5, d_in=7, d_out=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     a = torch.randn(r, d_in, generator=g, dtype=torch.float64)
@@ -137,7 +144,7 @@ def test_vera_ridge_equals_rowwise_least_squares_on_dense_matrices(lam):
     ds, bs, w, a, b = _clients()
     d_bar, b_new, rows = vera_ridge(ds, bs, w, a, b, lam=lam, mode="ridge")
     u = sum(
-        wk * (bk[:, None] * b) @ (dk[:, None] * a) for wk, dk, bk in zip(w, ds, bs, strict=False)
+        wk * (bk[:, None] * b) @ (dk[:, None] * a) for wk, dk, bk in zip(w, ds, bs, strict=True)
     )
     v = b @ (d_bar[:, None] * a)  # row i: B_i Λ_d̄ A
     for i in range(b.shape[0]):
@@ -146,7 +153,7 @@ def test_vera_ridge_equals_rowwise_least_squares_on_dense_matrices(lam):
         rhs = torch.cat([u[i], torch.zeros(1, dtype=u.dtype)])[:, None]
         x = torch.linalg.lstsq(lhs, rhs).solution
         torch.testing.assert_close(b_new[i], x[0, 0])
-    torch.testing.assert_close(d_bar, sum(wk * dk for wk, dk in zip(w, ds, strict=False)))
+    torch.testing.assert_close(d_bar, sum(wk * dk for wk, dk in zip(w, ds, strict=True)))
     assert rows == b.shape[0]
 
 
@@ -154,9 +161,9 @@ def test_vera_ridge_fits_the_mean_update_better_than_averaging_b():
     ds, bs, w, a, b = _clients(seed=3)
     d_bar, b_new, _ = vera_ridge(ds, bs, w, a, b, lam=1e-9, mode="ridge")
     u = sum(
-        wk * (bk[:, None] * b) @ (dk[:, None] * a) for wk, dk, bk in zip(w, ds, bs, strict=False)
+        wk * (bk[:, None] * b) @ (dk[:, None] * a) for wk, dk, bk in zip(w, ds, bs, strict=True)
     )
-    b_avg = sum(wk * bk for wk, bk in zip(w, bs, strict=False))
+    b_avg = sum(wk * bk for wk, bk in zip(w, bs, strict=True))
     err_ridge = ((b_new[:, None] * b) @ (d_bar[:, None] * a) - u).norm()
     err_avg = ((b_avg[:, None] * b) @ (d_bar[:, None] * a) - u).norm()
     assert err_ridge < err_avg
@@ -177,7 +184,7 @@ def test_the_ridge_rule_solves_vera_layers_with_the_bound_projections():
         ClientUpdate(
             str(i), {key + "vera_lambda_d": d.float(), key + "vera_lambda_b": bb.float()}, n
         )
-        for i, (d, bb, n) in enumerate(zip(ds, bs, [10, 20, 30], strict=False))
+        for i, (d, bb, n) in enumerate(zip(ds, bs, [10, 20, 30], strict=True))
     ]
     glob = {k: torch.zeros_like(v) for k, v in ups[0].state.items()}
     rule = FedA2LoRA(lam=0.5, mode="ridge")
