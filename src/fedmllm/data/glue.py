@@ -59,5 +59,10 @@ def load_glue(
         train_sizes={task: -1 if train_size is None else int(train_size)},
         test_size=test_size,
         seed=seed,
-        partition={"scheme": "iid", "num_clients": int(num_clients), "seed": int(seed)},
+        partition={
+            "scheme": "iid",
+            "num_clients": int(num_clients),
+            "seed": int(seed),
+            "min_train": 1,
+        },
     )
