@@ -80,8 +80,8 @@ def trivial_prediction(task: str, train_targets: Sequence[str]) -> str:
     """The trivial baseline's prediction text for a task, from the training targets.
 
     Args:
-        task: ``"vqa"`` or ``"classification"`` (majority answer), ``"report"`` (most common report) or
-            ``"detection"`` (mean training box, formatted like the targets).
+        task: ``"vqa"`` or ``"classification"`` (majority answer), ``"report"`` (most common
+            report) or ``"detection"`` (mean training box, formatted like the targets).
         train_targets: Target texts of the training split.
 
     Returns:

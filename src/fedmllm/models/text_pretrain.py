@@ -68,4 +68,5 @@ def pretrain_mlm(
         loss.backward()
         opt.step()
     classifier.eval()
-    return {"steps": float(steps), "final_loss": float(loss.detach()), "wall_s": time.perf_counter() - start}
+    wall = time.perf_counter() - start
+    return {"steps": float(steps), "final_loss": float(loss.detach()), "wall_s": wall}
