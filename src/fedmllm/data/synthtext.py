@@ -85,6 +85,7 @@ NOUNS = [
     "bowl",
     "ring",
 ]
+NEGATION = 0.3  # chance that an opinion word is negated (sst2)
 ANTONYMS = [
     ("big", "small"),
     ("hot", "cold"),
@@ -122,7 +123,7 @@ def _review(rng: np.random.Generator, label: int) -> str:
         for _ in range(n):
             sign = 1 if rng.random() < 0.5 else -1
             word = str(rng.choice(POSITIVE if sign > 0 else NEGATIVE))
-            negated = rng.random() < 0.3
+            negated = rng.random() < NEGATION
             polarity += -sign if negated else sign
             fill = list(rng.choice(FILLERS, size=int(rng.integers(1, 4))))
             parts += [*fill, *(["not"] if negated else []), word]
