@@ -51,6 +51,9 @@ FITS = {
     "frlora": {"frlora"},
     "fedlease": {"fedlease"},
     "modality_expert": {"expert_aware"},
+    # VeRA sends d and b, not LoRA factors: averaged by any plain rule; FedA²'s ridge solves b
+    # in VeRA's form; FlexLoRA's SVD and FedEx-LoRA's residual need LoRA's B·A.
+    "vera": PLAIN | {"ridge"},
 }
 
 

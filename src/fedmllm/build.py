@@ -41,9 +41,12 @@ def _bind_federation(method: Any, aggregator: Any, client_ids: list[str]) -> Non
     """Check per-client options against the real client ids; tell the server its client count.
 
     The method refuses options naming clients the run does not have (``bind_clients``); a
-    rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null.
+    rule that needs the federation's size N (SCAFFOLD) gets it when its config left it null; a
+    rule that reads the method's public constants (FedA² on VeRA) gets them.
     """
     method.bind_clients(client_ids)
+    if hasattr(aggregator, "bind_constants"):  # public frozen tensors (VeRA's projections)
+        aggregator.bind_constants(method.server_constants())
     if hasattr(aggregator, "num_clients") and aggregator.num_clients is None:
         aggregator.num_clients = len(client_ids)
 

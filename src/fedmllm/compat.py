@@ -19,6 +19,9 @@ PRIVATE_ONLY = "private_only"
 """Nothing leaves the client (Standalone)."""
 LORA_PAIRS = "lora_pairs"
 """Every shared ``lora_A`` travels with its ``lora_B`` (rules that multiply B·A)."""
+PAIRED = "paired"
+"""Every shared low-rank factor travels with its partner: a LoRA ``A`` with its ``B``, a VeRA
+``d`` with its ``b`` (FedA²'s ridge solve handles both kinds)."""
 BASE_WEIGHTS = "base_weights"
 """Each shared pair sits on an adapted linear layer whose frozen weight the method can change
 (FedEx-LoRA's residual, FRLoRA's refresh fold into ``<module>.base_layer.weight``)."""
@@ -41,6 +44,7 @@ DESCRIBE = {
     SHARES: "sends some adapter tensors",
     PRIVATE_ONLY: "sends nothing",
     LORA_PAIRS: "sends every LoRA A with its B",
+    PAIRED: "sends every low-rank factor with its partner (LoRA A with B, VeRA d with b)",
     BASE_WEIGHTS: "sends pairs that sit on adapted linear layers (dense base-weight updates)",
     MIXED_RANKS: "combines clients of different LoRA ranks",
     PARTIAL_UPDATES: "averages each tensor over the clients that sent it",

@@ -120,6 +120,11 @@ class FederatedMethod(ABC):
         ``shared`` (a deployment's server refuses any other extras)."""
         return {}
 
+    def server_constants(self) -> AdapterState:
+        """Public frozen tensors a server rule needs and can derive without any client (VeRA's
+        seeded projections for FedA²); bound to the rule once, at build. Never sent."""
+        return {}
+
     def received_keys(self, global_keys: list[str]) -> list[str]:
         """After a local update, the global keys that client needed (down-link accounting)."""
         return list(global_keys)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 
 import torch
 
@@ -13,10 +14,14 @@ from fedmllm.aggregators.functional import (
     Factors,
     LoRAPair,
     PairedRound,
+    client_weights,
     padded_mean,
 )
 from fedmllm.aggregators.lowrank import check_ridge_mode, ridge_factors
-from fedmllm.types import AdapterState
+from fedmllm.aggregators.vera_ridge import vera_ridge
+from fedmllm.types import AdapterState, ClientUpdate
+
+VERA_D, VERA_B = "vera_lambda_d", "vera_lambda_b"
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +38,10 @@ class FedA2LoRA(PairedRule):
     this is exactly the paper). Accordingly a client of rank r loads the first r components
     with B rescaled by ``s_max / s_r`` (as FlexLoRA), so a returning untouched client
     reproduces its own update instead of growing by ``s_r / s_max`` every round.
+
+    VeRA layers (``vera_lambda_d``/``vera_lambda_b``): ``d`` averaged, ``b`` solved by the
+    ridge restricted to VeRA's form (``aggregators/vera_ridge.py``) with the frozen projections
+    the method binds (:meth:`bind_constants`).
 
     Args:
         weighting: ``"samples"`` or ``"uniform"``.
@@ -51,7 +60,7 @@ class FedA2LoRA(PairedRule):
     name = "ridge"
     display_name = "FedA²-LoRA"
     report_group = "Global"
-    requires = frozenset({compat.SHARES, compat.LORA_PAIRS})
+    requires = frozenset({compat.SHARES, compat.PAIRED})
     provides = frozenset({compat.MIXED_RANKS})
     hyperparameters = ("lam", "mode", "cond_threshold", "warmup_rounds")
 
@@ -78,6 +87,48 @@ class FedA2LoRA(PairedRule):
         self._warm, self._conds, self._lams = False, [], []  # the round in progress
         self._shrink: list[float] = []
         self._b_ratio: list[float] = []
+        self.constants: AdapterState = {}
+
+    def bind_constants(self, constants: AdapterState) -> None:
+        """The method's public frozen tensors (VeRA: ``<module>.vera_A`` / ``.vera_B``)."""
+        self.constants = dict(constants)
+
+    def combine(
+        self, global_state: AdapterState, updates: Sequence[ClientUpdate], round_idx: int
+    ) -> AdapterState:
+        """LoRA pairs by the ridge solve, VeRA layers by :func:`vera_ridge`, the rest averaged."""
+        out = super().combine(global_state, updates, round_idx)
+        prefixes = [k[: -len(VERA_D)] for k in out if k.endswith(VERA_D)]
+        prefixes = [p for p in prefixes if p + VERA_B in out]
+        if not prefixes or self._warm:
+            return out
+        weights = [
+            float(w) for w in client_weights([u.num_examples for u in updates], self.weighting)
+        ]
+        ridge_rows = 0
+        for p in prefixes:
+            if p + "vera_A" not in self.constants:
+                raise ValueError(
+                    f"aggregator=ridge got VeRA vectors of {p[:-1]!r} but no frozen projections "
+                    "for it: the method must bind them (method=vera does, through build)"
+                )
+            d_key, b_key = p + VERA_D, p + VERA_B
+            d, b, rows = vera_ridge(
+                [u.state[d_key] for u in updates],
+                [u.state[b_key] for u in updates],
+                weights,
+                self.constants[p + "vera_A"],
+                self.constants[p + "vera_B"],
+                lam=self.lam,
+                mode=self.mode,
+                cond_threshold=self.cond_threshold,
+            )
+            out[d_key], out[b_key] = d.to(out[d_key].dtype), b.to(out[b_key].dtype)
+            ridge_rows += rows
+        self._stats.update(
+            {"vera_layers": float(len(prefixes)), "vera_ridge_rows": float(ridge_rows)}
+        )
+        return out
 
     def prepare(self, rnd: PairedRound, global_state: AdapterState, round_idx: int) -> None:
         self._warm, self._conds, self._lams = round_idx < self.warmup_rounds, [], []

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from fedmllm.data.benchmark import Benchmark, apply_partition, resolve_sizes, validate_benchmark
+from fedmllm.data.readers.glue import read_glue
 from fedmllm.data.readers.llava import read_llava
 from fedmllm.data.readers.medvqa import read_pathvqa, read_slake, read_vqa_rad
 from fedmllm.data.readers.mimic import read_mimic_cxr, read_r2gen
@@ -44,6 +45,7 @@ READERS: dict[str, Callable[..., list[Sample]]] = {
     "slake": read_slake,
     "vqa_rad": read_vqa_rad,
     "pathvqa": read_pathvqa,
+    "glue": read_glue,
     "mimic_cxr": read_mimic_cxr,
     "r2gen": read_r2gen,
     "radgenome": read_radgenome,

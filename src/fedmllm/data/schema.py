@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-TASKS = ("vqa", "report", "detection")
+TASKS = ("vqa", "report", "detection", "classification")
 ANSWER_TYPES = ("closed", "open")
 
 

@@ -24,7 +24,7 @@ class FederationConfig:
     eval_every: int = 5
     eval_batch_size: int = 50
     max_new_tokens: dict[str, int] = field(
-        default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24}
+        default_factory=lambda: {"vqa": 6, "report": 64, "detection": 24, "classification": 1}
     )
     metrics: dict[str, list[str]] = field(default_factory=dict)
     metric_options: dict[str, dict[str, Any]] = field(default_factory=dict)

@@ -12,6 +12,7 @@ from fedmllm.methods.lora_module import LoRAMethod
 from fedmllm.methods.modality_expert_module import ModalityExpertMethod
 from fedmllm.methods.mole_module import MoLEMethod
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
+from fedmllm.methods.vera_module import VeRAMethod
 
 __all__ = [
     "AdapterMethod",
@@ -29,4 +30,5 @@ __all__ = [
     "MultimodalLoRAMethod",
     "ProximalTerm",
     "ScaffoldControl",
+    "VeRAMethod",
 ]

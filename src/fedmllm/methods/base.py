@@ -265,6 +265,7 @@ class AdapterMethod(L.LightningModule, FederatedMethod):
         b = {k[: -len(B_SUFFIX)] for k in shared if k.endswith(B_SUFFIX)}
         if a and a == b:
             words.add(compat.LORA_PAIRS)
+            words.add(compat.PAIRED)
             params = dict(self.model.named_parameters())
             if all(p + "base_layer.weight" in params for p in a):
                 words.add(compat.BASE_WEIGHTS)

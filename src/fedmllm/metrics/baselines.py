@@ -80,8 +80,8 @@ def trivial_prediction(task: str, train_targets: Sequence[str]) -> str:
     """The trivial baseline's prediction text for a task, from the training targets.
 
     Args:
-        task: ``"vqa"`` (majority answer), ``"report"`` (most common report) or
-            ``"detection"`` (mean training box, formatted like the targets).
+        task: ``"vqa"`` or ``"classification"`` (majority answer), ``"report"`` (most common
+            report) or ``"detection"`` (mean training box, formatted like the targets).
         train_targets: Target texts of the training split.
 
     Returns:
@@ -90,7 +90,7 @@ def trivial_prediction(task: str, train_targets: Sequence[str]) -> str:
     Raises:
         ValueError: For an unknown task, no targets, or a detection target without a box.
     """
-    if task == "vqa":
+    if task in ("vqa", "classification"):  # classification: the majority training label
         return majority_answer(train_targets)
     if task == "report":
         return most_common_text(train_targets)
@@ -102,7 +102,9 @@ def trivial_prediction(task: str, train_targets: Sequence[str]) -> str:
                 raise ValueError(f"cannot parse a box from training target {text!r}")
             boxes.append(box)
         return format_box(mean_box(boxes))
-    raise ValueError(f"unknown task {task!r}; expected one of 'vqa', 'report', 'detection'")
+    raise ValueError(
+        f"unknown task {task!r}; expected one of 'vqa', 'report', 'detection', 'classification'"
+    )
 
 
 def trivial_predictions(task: str, train_targets: Sequence[str], num: int) -> list[str]:

@@ -10,9 +10,14 @@ from torchmetrics import Metric, MetricCollection
 
 from fedmllm.metrics.registry import DEFAULT_METRICS, build_metrics, metric_keys
 
-TASKS: tuple[str, ...] = ("vqa", "report", "detection")
+TASKS: tuple[str, ...] = ("vqa", "report", "detection", "classification")
 
-MAIN_METRIC: dict[str, str] = {"vqa": "em", "report": "rougeL", "detection": "iou"}
+MAIN_METRIC: dict[str, str] = {
+    "vqa": "em",
+    "report": "rougeL",
+    "detection": "iou",
+    "classification": "em",
+}
 """The key each task reports as its headline number (all higher-is-better)."""
 
 METRIC_KEYS: dict[str, tuple[str, ...]] = {t: metric_keys(DEFAULT_METRICS[t]) for t in TASKS}

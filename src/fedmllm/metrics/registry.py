@@ -80,6 +80,7 @@ DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "vqa": ("em", "em_strict", "closed", "open_recall", "token_acc"),
     "report": ("bleu", "rouge"),
     "detection": ("box",),
+    "classification": ("em",),  # a predicted label name equal to the gold one: accuracy
 }
 """The collection each task gets when nobody chooses: nothing that needs a model or a download
 (add ``bertscore`` and ``judge`` by name once an encoder / judge is configured)."""
