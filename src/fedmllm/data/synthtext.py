@@ -148,6 +148,9 @@ def _pair(rng: np.random.Generator, kind: str) -> str:
     return f"{premise}{PAIR_SEP}{hyp}"
 
 
+VAL_STREAM = 10_000  # validation stream of client c: VAL_STREAM + c (train 1+2c, test 2+2c)
+
+
 def make_sample(task: str, seed: int, stream: int, index: int, label: int, split: str) -> Sample:
     """Sample ``index`` of one stream with label index ``label``."""
     rng = np.random.default_rng([seed, stream, index])
@@ -188,7 +191,11 @@ def build(args: dict[str, Any]) -> Benchmark:
         test = [
             make_sample(task, seed, 2 + 2 * c, i, int(y), "test") for i, y in enumerate(test_labels)
         ]
-        clients.append(ClientData(cid, "classification", "text", train, test))
+        val = [
+            make_sample(task, seed, VAL_STREAM + c, i, i % n_labels, "val")
+            for i in range(args.get("val_size", 0))
+        ]
+        clients.append(ClientData(cid, "classification", "text", train, test, val))
     pub_labels = np.arange(args["public_size"]) % n_labels
     public = [make_sample(task, seed, 0, i, int(y), "public") for i, y in enumerate(pub_labels)]
     return Benchmark(NAME, public, clients, words=words())
@@ -205,7 +212,12 @@ def _decode(rows: list[dict[str, Any]]) -> list[Sample]:
 def to_payload(bench: Benchmark) -> dict[str, Any]:
     """The cache's JSON side."""
     clients = [
-        {"client_id": c.client_id, "train": _encode(c.train), "test": _encode(c.test)}
+        {
+            "client_id": c.client_id,
+            "train": _encode(c.train),
+            "test": _encode(c.test),
+            "val": _encode(c.val),
+        }
         for c in bench.clients
     ]
     return {"public": _encode(bench.public), "clients": clients}
@@ -215,7 +227,12 @@ def from_payload(payload: dict[str, Any], images: np.ndarray) -> Benchmark:
     """Invert :func:`to_payload`."""
     clients = [
         ClientData(
-            c["client_id"], "classification", "text", _decode(c["train"]), _decode(c["test"])
+            c["client_id"],
+            "classification",
+            "text",
+            _decode(c["train"]),
+            _decode(c["test"]),
+            _decode(c.get("val", [])),
         )
         for c in payload["clients"]
     ]
@@ -230,6 +247,7 @@ def load_text_cls_synth(
     train_sizes: dict[str, int] | None = None,
     test_size: int = 100,
     public_size: int = 0,
+    val_size: int = 0,
     label_alpha: float | None = 1.0,
     labels: list[str] | None = None,
 ) -> Benchmark:
@@ -242,6 +260,8 @@ def load_text_cls_synth(
         num_clients: Clients ``client0..``.
         train_sizes: Per client id or the task key ``classification`` (default 200).
         test_size: Balanced test samples per client.
+        val_size: Balanced validation samples per client, from streams of their own (the
+            train and test samples do not move with it); searches score these.
         public_size: Balanced public samples (the tiny classifier is not pretrained: 0).
         label_alpha: Dirichlet concentration of the clients' training label mixes (null:
             uniform, IID).
@@ -262,7 +282,7 @@ def load_text_cls_synth(
     if label_alpha is not None and not label_alpha > 0:
         raise ValueError(f"benchmark.label_alpha must be > 0 or null, got {label_alpha}")
     sizes = resolve_sizes(train_sizes, ids, {"classification": 200})
-    if min(seed, test_size, public_size, *sizes.values()) < 0:
+    if min(seed, test_size, public_size, val_size, *sizes.values()) < 0:
         raise ValueError("seed and benchmark sizes must be non-negative")
     args = {
         "task": task,
@@ -271,6 +291,7 @@ def load_text_cls_synth(
         "train_sizes": sizes,
         "test_size": int(test_size),
         "public_size": int(public_size),
+        "val_size": int(val_size),
         "label_alpha": None if label_alpha is None else float(label_alpha),
     }
     empty = np.zeros((0, 1, 1, 3), dtype=np.uint8)

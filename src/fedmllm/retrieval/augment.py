@@ -206,15 +206,19 @@ class RetrievalAugmenter:
                 first = next(j for j, x in enumerate(lib.cases) if x.case_id == ids[0])
                 vecs = lib.index.reconstruct_n(first, len(train))
                 train = self._rewrite(lib, train, vecs, list(ids))
-            test = list(c.test)
+            # Held-out samples (test, and validation where the benchmark has it) retrieve from
+            # the whole library, as a new patient's question would.
+            test, val = list(c.test), list(getattr(c, "val", []))
             if test:
                 test = self._rewrite(lib, test, self.encoder.encode(test, engine), None)
+            if val:
+                val = self._rewrite(lib, val, self.encoder.encode(val, engine), None)
             per_client[c.client_id] = {
                 "library": lib.owner,
                 **self._latency(lib, c.test, engine),
                 "top1_answer_match": _top1_match(lib, test),
             }
-            out.append(replace(c, train=train, test=test))
+            out.append(replace(c, train=train, test=test, val=val))
         facts = {
             "k": self.k,
             "scope": next(iter(infos)) if POOLED in infos else "client",
