@@ -17,7 +17,8 @@ from fedmllm.data.schema import Sample
 from fedmllm.data.synthaudio.clips import PITCHES, SoundScene, audio_words, draw_scene, synthesize
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
 from fedmllm.models import build_tiny_vlm
-from fedmllm.models.audio_llava import AudioLlavaForConditionalGeneration, TinyAudioConfig
+from fedmllm.models.audio_llava import AudioLlavaForConditionalGeneration
+from fedmllm.models.audio_settings import TinyAudioConfig
 from fedmllm.models.pretrain import PretrainConfig, pretrain
 
 SR = 8000

@@ -19,11 +19,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fedmllm.data.collate import VLMCollator
 from fedmllm.data.collate_audio import AUDIO_TOKEN, AudioVLMCollator
 from fedmllm.data.schema import Sample
-from fedmllm.models.audio_llava import (
-    AudioLlavaForConditionalGeneration,
-    TinyAudioConfig,
-    audio_llava_config,
-)
+from fedmllm.models.audio_settings import TinyAudioConfig
 from fedmllm.models.pretrain import (
     CacheError,
     PretrainConfig,
@@ -171,6 +167,8 @@ def _build_model(
     model = build_tiny_llava(cfg, tokenizer)
     if audio is None:
         return model
+    from fedmllm.models.audio_llava import AudioLlavaForConditionalGeneration, audio_llava_config
+
     audio_id = tokenizer.convert_tokens_to_ids(AUDIO_TOKEN)
     hearing = AudioLlavaForConditionalGeneration(
         audio_llava_config(llava_config(cfg, tokenizer), audio, audio_id)
@@ -264,7 +262,11 @@ def build_tiny_vlm(
         info["cache_path"] = str(path)
         if path.exists():
             try:
-                model_class = AudioLlavaForConditionalGeneration if acfg else None
+                model_class = None
+                if acfg is not None:
+                    from fedmllm.models.audio_llava import AudioLlavaForConditionalGeneration
+
+                    model_class = AudioLlavaForConditionalGeneration
                 model, tokenizer, manifest = load_cached(path, digest, model_class)
                 info.update(from_cache=True, final_loss=manifest.get("final_loss"))
                 info["pretrain_wall_s"] = manifest.get("wall_s")
