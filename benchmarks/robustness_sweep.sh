@@ -21,8 +21,13 @@ for phase in $PHASES; do
     case $phase in
       sign) args="aggregator=$RULES attack=none,sign_flip" ;;
       label) args="aggregator=$RULES attack=label_flip" ;;
-      products) args="aggregator=krum,multikrum,norm_bounded aggregator.distance=products
-        attack=none,sign_flip" ;;
+      products)  # one run per rule: a multirun cannot override a key of a swept group
+        for rule in krum multikrum norm_bounded; do
+          python train.py -m $SHORT task_name=rob_$phase seed=$seed aggregator=$rule \
+            aggregator.distance=products attack=none,sign_flip >> "$LOG/${phase}_s$seed.log" 2>&1
+        done
+        echo "$phase seed=$seed wall=$(( $(date +%s) - t0 ))s"
+        continue ;;
     esac
     python train.py -m $SHORT task_name=rob_$phase seed=$seed $args \
       > "$LOG/${phase}_s$seed.log" 2>&1

@@ -154,7 +154,7 @@ def test_secagg_on_a_superlink_with_three_supernodes(make_cfg, cache_dir, tmp_pa
     from test_flower_deployment import Federation, deploy_overrides
 
     fed = Federation(cache_dir, tmp_path)
-    out = tmp_path / "run"
+    out = tmp_path / "deploy"  # not make_cfg's tmp_path / "run"
     try:
         fed.start()
         fed.submit(

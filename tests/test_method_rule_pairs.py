@@ -28,7 +28,8 @@ CONFIGS = CONFIG_DIR
 METHODS = sorted(p.stem for p in (CONFIGS / "method").glob("*.yaml"))
 RULES = sorted(p.stem for p in (CONFIGS / "aggregator").glob("*.yaml"))
 
-PLAIN = {"fedavg", "fedadam", "fedyogi", "fedadagrad", "expert_aware"}  # any shared tensors
+ROBUST = {"median", "trimmed_mean", "krum", "multikrum", "bulyan", "norm_bounded"}
+PLAIN = {"fedavg", "fedadam", "fedyogi", "fedadagrad", "expert_aware"} | ROBUST  # any tensors
 PAIRS = {"ridge", "flexlora"}  # both factors of every pair
 BASE = {"fedex"}  # pairs on adapted linear layers
 FITS = {
@@ -96,6 +97,10 @@ def test_allowed_pairs_run_a_round_and_the_rest_are_refused(method, compose_pair
         c = build_components(cfg)
         sim, _ = make_simulator(cfg, c, Path(cfg.paths.output_dir))
         before = {k: v.clone() for k, v in sim.global_state.items()}
+        if rule == "bulyan" and len(c.train_clients) < 7:  # needs K >= 4f + 3 = 7
+            with pytest.raises(ValueError, match=r"4f\+3"):
+                sim.run_round()
+            continue
         logs = sim.run_round()
         assert {u.client_id for u in sim.last_updates} == {cl.client_id for cl in c.train_clients}
         sent = sum(t.numel() * t.element_size() for u in sim.last_updates for t in u.state.values())

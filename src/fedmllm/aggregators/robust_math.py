@@ -34,9 +34,13 @@ def unflatten(vec: torch.Tensor, template: AdapterState, keys: Sequence[str]) ->
 
 
 def squared_distances(x: torch.Tensor) -> torch.Tensor:
-    """(K, K) squared Euclidean distances between the rows of ``x`` (exact differences)."""
-    diff = x[:, None, :] - x[None, :, :]
-    return (diff * diff).sum(-1)
+    """(K, K) squared Euclidean distances between the rows of ``x`` (exact differences, one row
+    at a time: K·D memory, not K²·D)."""
+    out = torch.empty(x.shape[0], x.shape[0], dtype=x.dtype, device=x.device)
+    for i in range(x.shape[0]):
+        diff = x - x[i]
+        out[i] = (diff * diff).sum(-1)
+    return out
 
 
 def product_distances(
