@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from fedmllm.lora.dual import GatedDualLoRALinear
 from fedmllm.lora.layers import LoRALinear
 from fedmllm.lora.rank import A_SUFFIX, B_SUFFIX, pad_rank, truncate_rank
+from fedmllm.methods.base import AdapterMethod
 from fedmllm.methods.fedmrg_parts import (
     KINDS,
     NUM_CLASSES,
@@ -49,6 +50,7 @@ from fedmllm.methods.fedmrg_parts import (
 )
 from fedmllm.methods.multimodal_module import MultimodalLoRAMethod
 from fedmllm.metrics.findings import load_lexicon
+from fedmllm.protocol import FederatedMethod
 from fedmllm.types import AdapterState
 
 HEAD, LOCAL = "head", "local"
@@ -181,16 +183,11 @@ class FedMRGMethod(MultimodalLoRAMethod):
     def keeps(self, key: str) -> bool:
         return self.share == "none" or self.group_of(key) == LOCAL
 
-    def received_keys(self, global_keys: list[str]) -> list[str]:
-        return list(global_keys)
-
-    def trainable_groups(
-        self, step: int, num_steps: int, round_idx: int, num_rounds: int
-    ) -> frozenset[str]:
-        return self.present_groups
-
-    def groups_reached(self, batch: dict[str, Any]) -> frozenset[str]:
-        return self.present_groups
+    # Every group trains at every step and every batch reaches all of them: the plain method
+    # layer's behaviour, not MultimodalLoRAMethod's stage schedule and per-side reach.
+    received_keys = FederatedMethod.received_keys
+    trainable_groups = AdapterMethod.trainable_groups
+    groups_reached = AdapterMethod.groups_reached
 
     # ------------------------------------------------------------------ low-rank exchange
     def _exchanged(self, key: str) -> bool:
