@@ -33,122 +33,21 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from fedmllm.aggregators.functional import weighted_mean
 from fedmllm.translation.models import PatchDiscriminator, Translator, to_gray_tensor
-
-WEIGHTINGS = ("score", "uniform")
-
-
-@dataclass(frozen=True)
-class TranslationItem:
-    """One training image of a client, seen by the translation stage.
-
-    Attributes:
-        image: ``HxWx3`` uint8 array.
-        modality: Its modality tag.
-        text: The clinical text that conditions the translator (question + answer).
-        targets: The other modalities this image may be translated into (empty: none).
-    """
-
-    image: np.ndarray
-    modality: str
-    text: str
-    targets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class TranslationConfig:
-    """Hyper-parameters of the translation federation (``benchmark.translation.*``).
-
-    Attributes:
-        rounds: Federated rounds of translator training (0: untrained translator).
-        local_steps: Optimiser steps per client and round, at most
-            ``ceil(max_epochs·n_k / batch_size)`` for a client of ``n_k`` images.
-        max_epochs: Cap on the passes over a client's images per round (keeps small clients,
-            e.g. under ``debug=smoke``, from repeating their few images many times).
-        batch_size: Images per local step.
-        lr: Adam learning rate of generator and discriminators (β = (0.5, 0.999)).
-        lambda_rec: Weight of the backward (cycle) pixel loss.
-        lambda_id: Weight of the identity loss ``G(x, s→s) ≈ x``.
-        width: Generator trunk channels.
-        blocks: Generator residual blocks.
-        disc_width: Discriminator's first-layer channels.
-        weighting: ``score`` (``n_k·q_k``) or ``uniform`` (``n_k``, plain FedAvg).
-        score_floor: Scores are clipped to ``[score_floor, 1]`` before weighting.
-        score_batch: Images of the client's own data the score is computed on.
-    """
-
-    rounds: int = 6
-    local_steps: int = 20
-    max_epochs: float = 2.0
-    batch_size: int = 16
-    lr: float = 2e-3
-    lambda_rec: float = 5.0
-    lambda_id: float = 0.5
-    width: int = 8
-    blocks: int = 2
-    disc_width: int = 16
-    weighting: str = "score"
-    score_floor: float = 0.05
-    score_batch: int = 64
-
-    def __post_init__(self) -> None:
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(
-                f"benchmark.translation.weighting={self.weighting!r} is unknown; use one of "
-                f"{WEIGHTINGS}"
-            )
-        if self.rounds < 0 or self.local_steps < 1 or self.batch_size < 1 or self.max_epochs <= 0:
-            raise ValueError(
-                "benchmark.translation needs rounds >= 0, local_steps >= 1, batch_size >= 1 and "
-                f"max_epochs > 0, got {self.rounds}, {self.local_steps}, {self.batch_size}, "
-                f"{self.max_epochs}"
-            )
-        if not 0.0 < self.score_floor <= 1.0:
-            raise ValueError(
-                f"benchmark.translation.score_floor must be in (0, 1], got {self.score_floor}"
-            )
-
-    @classmethod
-    def from_any(cls, cfg: Mapping[str, Any] | TranslationConfig | None) -> TranslationConfig:
-        """From a dict / Hydra node (unknown keys are an error naming them) or ``None``."""
-        if isinstance(cfg, TranslationConfig):
-            return cfg
-        raw = dict(cfg or {})
-        unknown = sorted(set(raw) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise ValueError(
-                f"benchmark.translation has unknown keys {unknown}; "
-                f"known: {sorted(cls.__dataclass_fields__)}"
-            )
-        return cls(**raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict (for cache keys and reports)."""
-        return asdict(self)
-
-
-@dataclass
-class TranslationResult:
-    """The trained translator and what happened while training it.
-
-    Attributes:
-        translator: The global translator after the last round.
-        discriminators: The global discriminator of each modality after the last round.
-        history: Per round: each client's score, aggregation weight and mean losses.
-        comm: ``up_bytes`` / ``down_bytes`` of the whole translation stage.
-    """
-
-    translator: Translator
-    discriminators: dict[str, PatchDiscriminator] = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-    comm: dict[str, int] = field(default_factory=dict)
+from fedmllm.translation.settings import (
+    WEIGHTINGS,
+    TranslationConfig,
+    TranslationItem,
+    TranslationResult,
+)
+from fedmllm.types import state_nbytes
 
 
 def score_weights(
@@ -178,15 +77,6 @@ def score_weights(
     if total <= 0:
         raise ValueError(f"client sizes {list(sizes)} sum to zero: no translator to average")
     return [w / total for w in raw]
-
-
-def weighted_state(
-    states: Sequence[Mapping[str, torch.Tensor]], weights: Sequence[float]
-) -> dict[str, torch.Tensor]:
-    """``Σ_k w_k·state_k`` key by key (every state has the same keys)."""
-    return {
-        k: sum(w * s[k].float() for s, w in zip(states, weights, strict=True)) for k in states[0]
-    }
 
 
 def _bce(logits: torch.Tensor, real: bool) -> torch.Tensor:
@@ -329,8 +219,8 @@ def quality_score(
     return float(torch.cat(probs).mean())
 
 
-def _nbytes(module: nn.Module) -> int:
-    return sum(p.numel() * p.element_size() for p in module.state_dict().values())
+def _nbytes(*modules: nn.Module) -> int:
+    return sum(state_nbytes(m.state_dict()) for m in modules)
 
 
 def train_translation(
@@ -366,7 +256,7 @@ def train_translation(
             torch.manual_seed(int(rng.integers(2**31)))
             local_g = copy.deepcopy(gen)
             local_d = {m: copy.deepcopy(d) for m, d in discs.items()}
-            down += _nbytes(gen) + sum(_nbytes(d) for d in discs.values())
+            down += _nbytes(gen, *discs.values())
             stats = local_update(local_g, local_d, discs, items, cfg, rng)
             losses[cid] = {k2: v for k2, v in stats.items() if k2 != "disc_images"}
             fed[cid] = stats["disc_images"]
@@ -375,15 +265,16 @@ def train_translation(
             sizes.append(len(items))
             g_states.append(local_g.state_dict())
             sent = {m: local_d[m] for m in fed[cid]}
-            up += _nbytes(local_g) + sum(_nbytes(d) for d in sent.values()) + 4
+            up += _nbytes(local_g, *sent.values()) + 4  # + the score
             for m, d in sent.items():
                 d_states[m].append((d.state_dict(), fed[cid][m]))
         weights = score_weights(sizes, scores, cfg.weighting, cfg.score_floor)
-        gen.load_state_dict(weighted_state(g_states, weights))
+        gen.load_state_dict(weighted_mean(g_states, torch.tensor(weights)))
         for m, held in d_states.items():
             if held:
                 total = sum(n for _s, n in held)
-                mean = weighted_state([st for st, _n in held], [n / total for _s, n in held])
+                shares = torch.tensor([n / total for _s, n in held])
+                mean = weighted_mean([st for st, _n in held], shares)
                 discs[m].load_state_dict(mean)
         history.append(
             {
